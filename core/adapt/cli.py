@@ -1,0 +1,196 @@
+"""The ``adapt`` command line. Heavy libraries load only inside the commands that train or
+predict, so ``adapt --help`` and ``adapt plugins`` stay fast with every pack installed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from adapt.errors import AdaptError, ConfigError
+
+app = typer.Typer(help="Adapt pretrained models to tasks with parameter-efficient methods.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+config_app = typer.Typer(help="Show and check run configs.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+SET_HELP = "Override any config key: --set training.learning_rate=1e-4 (repeatable)."
+
+
+def _build_config(config: Optional[Path], flags: dict[str, Any], overrides: list[str]) -> tuple[Any, str | None]:
+    from adapt.config import apply_override, parse_config, read_yaml
+
+    data = read_yaml(config) if config else {}
+    for key, value in flags.items():
+        if value is not None and value != []:
+            _assign(data, key, value)
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    if "task" not in data:
+        raise ConfigError("no task: give --task (e.g. text_classification) or `task:` in --config; "
+                          "`adapt plugins` lists the installed tasks")
+    return parse_config(data, str(config) if config else None), str(config) if config else None
+
+
+def _assign(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    *parents, last = dotted.split(".")
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {"path": child} if part == "model" and isinstance(child, str) else {}
+            node[part] = child
+        node = child
+    node[last] = value
+
+
+@app.command()
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Run config YAML."),
+    task: Optional[str] = typer.Option(None, help="Task name (sets `task`)."),
+    method: Optional[str] = typer.Option(None, help="Method name (sets `method`)."),
+    backend: Optional[str] = typer.Option(None, help="Backend name (sets `backend`)."),
+    model: Optional[str] = typer.Option(None, help="Model folder, hub id or name (sets `model.path`)."),
+    train_data: Optional[str] = typer.Option(None, "--train", help="Training data (sets `data.train`)."),
+    validation: Optional[str] = typer.Option(None, help="Validation data (sets `data.validation`)."),
+    test: Optional[str] = typer.Option(None, help="Test data (sets `data.test`)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Run folder (sets `output`)."),
+    saver: list[str] = typer.Option([], help="Saver name (sets `savers`; repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Fine-tune a model: config file, flags and --set overrides, in that order of precedence."""
+    flags = {"task": task, "method": method, "backend": backend, "model.path": model,
+             "data.train": train_data, "data.validation": validation, "data.test": test,
+             "output": output, "savers": saver or None}
+    cfg, source = _build_config(config, flags, set_)
+    from adapt.run import resolve
+    from adapt.run import train as run_train
+
+    run = resolve(cfg, source=source, purpose="train")
+    metrics = run_train(run)
+    summary = {k: metrics[k] for k in ("test", "validation") if k in metrics}
+    typer.echo(json.dumps({"output": str(run.output_dir), **summary}, indent=2, default=str))
+
+
+def _model_run(model_path: Path, overrides: list[str], purpose: str) -> tuple[Any, Path]:
+    from adapt.config import apply_override, parse_config
+    from adapt.run import resolve
+    from adapt.saving import read_info
+
+    model_dir = model_path / "model" if (model_path / "model" / "adapt.json").is_file() else model_path
+    info = read_info(model_dir)
+    data = info["config"]
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    run = resolve(parse_config(data, str(model_dir / "adapt.json")), purpose=purpose)
+    from adapt.run import setup_logging
+
+    setup_logging()
+    return run, model_dir
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="A run folder (or its model/ folder) written by adapt train."),
+    data: str = typer.Option(..., "--data", "-d", help="Data file to evaluate on."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the metrics to this JSON file."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Metrics of a trained model on a data file."""
+    run, model_dir = _model_run(model, set_, "evaluate")
+    from adapt.engines import get_engine
+
+    metrics = get_engine(run.task.engine).evaluate(run, str(model_dir), data)
+    text = json.dumps(metrics, indent=2, default=str)
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")
+    typer.echo(text)
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="A run folder (or its model/ folder) written by adapt train."),
+    data: str = typer.Option(..., "--data", "-d", help="Data file to predict on."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write predictions (JSON lines) here instead of stdout."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Predictions of a trained model, one JSON line per input row."""
+    run, model_dir = _model_run(model, set_, "predict")
+    from adapt.engines import get_engine
+
+    rows = get_engine(run.task.engine).predict(run, str(model_dir), data)
+    lines = "".join(json.dumps(row, default=str) + "\n" for row in rows)
+    if output:
+        output.write_text(lines, encoding="utf-8")
+        typer.echo(f"{len(rows)} predictions written to {output}", err=True)
+    else:
+        sys.stdout.write(lines)
+
+
+@app.command()
+def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Installed packs: distribution, version, what each registers, and load errors."""
+    from adapt.plugins import KINDS, get_registry
+
+    registry = get_registry()
+    infos = list(registry.plugins.values())
+    if as_json:
+        typer.echo(json.dumps([p.as_dict() for p in infos], indent=2))
+        return
+    for info in infos:
+        version = f" {info.version}" if info.version else ""
+        typer.echo(f"{info.name} ({info.distribution or 'unknown distribution'}{version})")
+        for kind in KINDS:
+            names = info.registered.get(kind)
+            if names:
+                typer.echo(f"  {kind}s: {', '.join(names)}")
+        for error in info.errors:
+            typer.echo(f"  ERROR: {error}")
+
+
+@config_app.command("show")
+def config_show(
+    task: str = typer.Option(..., help="Task name."),
+    method: str = typer.Option("full", help="Method name."),
+    backend: str = typer.Option("single", help="Backend name."),
+) -> None:
+    """Print a complete, commented YAML config with every parameter and its default."""
+    from adapt.confdoc import show_config
+    from adapt.plugins import get_registry
+
+    registry = get_registry()
+    typer.echo(show_config(registry.get("task", task), registry.get("method", method),
+                           registry.get("backend", backend)), nl=False)
+
+
+@config_app.command("validate")
+def config_validate(
+    file: Path = typer.Argument(..., help="Run config YAML."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Check a run config (plugin sections included) without running anything."""
+    cfg, source = _build_config(file, {}, set_)
+    from adapt.run import resolve
+
+    run = resolve(cfg, source=source, purpose="validate")
+    typer.echo(f"{file}: valid (task {run.task.name}, method {run.method.name}, backend "
+               f"{run.backend.name}, savers {', '.join(s.name for s in run.savers)})")
+
+
+def main() -> None:
+    """Entry point: user errors print one message and exit 2, without a traceback."""
+    try:
+        app()
+    except AdaptError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

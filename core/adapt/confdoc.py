@@ -1,0 +1,88 @@
+"""Render config models as commented YAML (``adapt config show``) and as a markdown reference."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from adapt.config import RunConfig
+
+
+def _default(info: Any) -> Any:
+    if info.default is not PydanticUndefined:
+        value = info.default
+    elif info.default_factory is not None:
+        value = info.default_factory()
+    else:
+        return None
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def _scalar(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    return text.removesuffix("\n...").removesuffix("...").strip()
+
+
+def _allowed(info: Any) -> str:
+    text = str(info.annotation)
+    if "Literal[" in text:
+        inner = text[text.index("Literal[") + 8: text.index("]", text.index("Literal["))]
+        return f" Allowed: {inner.replace(chr(39), '')}."
+    return ""
+
+
+def model_yaml(model: type[BaseModel], indent: int = 0, overrides: dict[str, Any] | None = None) -> list[str]:
+    """Commented YAML lines for every field of ``model``, with its default."""
+    pad = " " * indent
+    lines: list[str] = []
+    for name, info in model.model_fields.items():
+        help_text = (info.description or "").strip() + _allowed(info)
+        if help_text:
+            lines.append(f"{pad}# {help_text}")
+        annotation = info.annotation
+        if overrides and name in overrides:
+            lines.append(f"{pad}{name}: {_scalar(overrides[name])}")
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            lines.append(f"{pad}{name}:")
+            lines.extend(model_yaml(annotation, indent + 2))
+        else:
+            default = _default(info)
+            lines.append(f"{pad}{name}: {'' if default is None and info.is_required() else _scalar(default)}")
+    return lines
+
+
+def show_config(task: Any, method: Any, backend: Any) -> str:
+    """A complete, commented run config for a task / method / backend, every default filled."""
+    head = [f"# adapt run config: task {task.name}, method {method.name}, backend {backend.name}",
+            "# Every parameter with its default. Keep only what you change."]
+    lines = model_yaml(RunConfig, overrides={"task": task.name, "method": method.name,
+                                               "backend": backend.name})
+    out: list[str] = []
+    for line in lines:
+        key = line.split(":", 1)[0]
+        plugin = {"task_params": task, "method_params": method, "backend_params": backend}.get(key)
+        if plugin is None:
+            out.append(line)
+            continue
+        fields = plugin.Params.model_fields
+        out.append(f"{key}:" + ("" if fields else " {}"))
+        out.extend(model_yaml(plugin.Params, 2))
+    return "\n".join(head + out) + "\n"
+
+
+def model_markdown(model: type[BaseModel], title: str) -> str:
+    """A markdown table of a config model's fields (name, type, default, description)."""
+    rows = [f"### {title}", "", "| key | type | default | description |", "|---|---|---|---|"]
+    for name, info in model.model_fields.items():
+        annotation = str(info.annotation).replace("typing.", "").replace("|", "\\|")
+        default = _default(info)
+        default_text = "(required)" if info.is_required() else json.dumps(default, default=str)
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            default_text = f"see {name}"
+        rows.append(f"| `{name}` | `{annotation}` | `{default_text}` | "
+                    f"{(info.description or '').replace('|', '/')} |")
+    return "\n".join(rows) + "\n"

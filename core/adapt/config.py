@@ -1,0 +1,303 @@
+"""The run configuration: one YAML shape for every task, validated by pydantic.
+
+The core validates its own sections (``training``, ``data``, ``model``...); ``task_params``,
+``method_params`` and ``backend_params`` are validated by the chosen plugin's ``Params`` model
+in :func:`resolve`. Every error names the field, what is wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from adapt.errors import ConfigError
+
+# Names users know from Azure ML / nyuntam that adapt expresses differently: key -> why / where.
+FOREIGN_KEYS: dict[str, str] = {
+    "apply_lora": "choose the method instead: `method: lora` (parameters under method_params)",
+    "lora_r": "LoRA's rank is `method_params.r` with `method: lora`",
+    "lora_alpha": "LoRA's alpha is `method_params.alpha` with `method: lora`",
+    "lora_dropout": "LoRA's dropout is `method_params.dropout` with `method: lora`",
+    "merge_lora_weights": "use `method_params.merge_weights` with `method: lora`",
+    "apply_deepspeed": "choose the backend instead: `backend: deepspeed` (adapt-backends)",
+    "deepspeed": "use `backend: deepspeed` and `backend_params.deepspeed: <config file>`",
+    "deepspeed_stage": "use `backend: deepspeed` and `backend_params.deepspeed_stage`",
+    "apply_ort": "ONNX Runtime training (optimum's ORTTrainer) does not work with transformers 5, "
+                 "which adapt uses; there is no replacement setting",
+    "number_of_gpu_to_use_finetuning": "processes per node are `backend_params.nproc_per_node` "
+                                       "of a distributed backend (e.g. `backend: ddp`)",
+    "num_nodes_finetune": "nodes are `backend_params.num_nodes` of a distributed backend",
+    "pytorch_model_path": "the model is the top-level `model:` (a path, hub id or mapping)",
+    "mlflow_model_path": "use `model: {mlflow_model_path: ...}` (needs adapt-mlflow)",
+    "train_file_path": "training data is `data.train`",
+    "validation_file_path": "validation data is `data.validation`",
+    "test_file_path": "test data is `data.test`",
+    "train_mltable_path": "an MLTable folder goes in `data.train`",
+    "validation_mltable_path": "an MLTable folder goes in `data.validation`",
+    "test_mltable_path": "an MLTable folder goes in `data.test`",
+    "number_of_epochs": "use `training.num_train_epochs`",
+    "training_batch_size": "use `training.per_device_train_batch_size`",
+    "validation_batch_size": "use `training.per_device_eval_batch_size`",
+    "learning_rate_scheduler": "use `training.lr_scheduler_type`",
+    "optimizer": "use `training.optim`",
+    "random_seed": "use `training.seed`",
+    "early_stopping": "use `training.apply_early_stopping`",
+    "gradient_accumulation_step": "use `training.gradient_accumulation_steps`",
+    "evaluation_steps": "use `training.eval_steps`",
+    "number_of_workers": "use `training.dataloader_num_workers`",
+    "task_name": "use the top-level `task:`",
+}
+for _prefix in ("compute_", "instance_type_"):
+    for _stage in ("model_import", "preprocess", "finetune", "model_evaluation"):
+        FOREIGN_KEYS[_prefix + _stage] = (
+            "Azure ML compute settings have no meaning in adapt, which runs where it is started; "
+            "choose a backend for several processes or nodes")
+
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_hf", "adamw", "adafactor", "sgd", "adagrad",
+              "rmsprop", "adamw_8bit", "paged_adamw_32bit", "paged_adamw_8bit", "lion_32bit",
+              "lion_8bit")
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+              "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr",
+              "warmup_linear", "warmup_cosine", "warmup_cosine_with_restarts", "warmup_polynomial",
+              "warmup_constant")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainingConfig(Section):
+    """The common training parameters (Azure ML / HF TrainingArguments names and defaults)."""
+
+    num_train_epochs: float = Field(1, gt=0, description="Number of epochs to train for.")
+    max_steps: int = Field(-1, ge=-1, description="If > 0: total optimizer steps to run; overrides num_train_epochs.")
+    per_device_train_batch_size: int = Field(1, ge=1, description="Training batch size per process.")
+    per_device_eval_batch_size: int = Field(1, ge=1, description="Evaluation batch size per process.")
+    auto_find_batch_size: bool = Field(False, description="On out-of-memory, halve the train batch size and retry until it fits.")
+    optim: Literal[OPTIMIZERS] = Field(  # type: ignore[valid-type]
+        "adamw_hf", description="Optimizer. adamw_hf / adamw (removed from transformers 5) run as adamw_torch.")
+    learning_rate: float = Field(2e-5, gt=0, description="Initial learning rate.")
+    lr_scheduler_type: Literal[SCHEDULERS] = Field(  # type: ignore[valid-type]
+        "linear", description="Learning-rate schedule; warmup_* names (Azure ML image components) mean the same schedule with warmup_steps.")
+    warmup_steps: float = Field(0, ge=0, description="Linear warmup steps from 0 to learning_rate; a value < 1 is a fraction of all steps.")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay for all layers except biases and LayerNorm weights.")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="beta1 of the Adam optimizers.")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="beta2 of the Adam optimizers.")
+    adam_epsilon: float = Field(1e-8, gt=0, description="epsilon of the Adam optimizers.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Batches whose gradients are accumulated before each optimizer step.")
+    eval_accumulation_steps: int | None = Field(None, ge=1, description="Prediction steps to accumulate before moving outputs to the CPU (None: all at once).")
+    precision: Literal["32", "16", "bf16"] = Field(
+        "32", description="Training precision. 16 = fp16 mixed precision on GPUs, bf16 where fp16 is impossible (CPU), with a notice.")
+    seed: int = Field(42, description="Random seed set at the beginning of training.")
+    enable_full_determinism: bool = Field(False, description="Deterministic algorithms everywhere (slower); runs with the same seed give identical results.")
+    dataloader_num_workers: int = Field(0, ge=0, description="Data loading subprocesses (0: load in the main process).")
+    ignore_mismatched_sizes: bool = Field(True, description="Load a checkpoint whose head has another shape (e.g. other number of labels), re-initialising that head.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0: no clipping).")
+    evaluation_strategy: Literal["epoch", "steps", "no"] = Field(
+        "epoch", description="When to evaluate on the validation split.")
+    evaluation_steps_interval: float = Field(
+        0.0, ge=0, le=1, description="Evaluate every this fraction of an epoch's steps; overrides eval_steps when > 0.")
+    eval_steps: int = Field(500, ge=1, description="Steps between evaluations when evaluation_strategy is steps.")
+    logging_strategy: Literal["epoch", "steps", "no"] = Field("steps", description="When to log training loss and learning rate.")
+    logging_steps: int = Field(10, ge=1, description="Steps between logs when logging_strategy is steps.")
+    save_strategy: Literal["epoch", "steps", "no"] | None = Field(
+        None, description="When to write checkpoints (None: with each evaluation, so the best model can be kept).")
+    save_steps: int | None = Field(None, ge=1, description="Steps between checkpoints when save_strategy is steps (None: eval_steps).")
+    save_total_limit: int = Field(-1, ge=-1, description="Most checkpoints kept (-1: all); the best checkpoint is never removed.")
+    metric_for_best_model: str = Field("loss", description="Validation metric that picks the best model (loss or one of the task's metrics).")
+    apply_early_stopping: bool = Field(False, description="Stop when metric_for_best_model stops improving.")
+    early_stopping_patience: int = Field(1, ge=1, description="Evaluations without improvement before stopping.")
+    early_stopping_threshold: float = Field(0.0, ge=0, description="Least improvement of the metric that counts as improvement.")
+    resume_from_checkpoint: bool | str = Field(
+        False, description="true: resume from the newest checkpoint in the output folder; a path: resume from that checkpoint.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
+    label_smoothing_factor: float = Field(0.0, ge=0, lt=1, description="Label smoothing for classification losses (0: none).")
+    overwrite_output_dir: bool = Field(False, description="Allow training into an output folder that already holds files (they may be overwritten).")
+
+    @field_validator("resume_from_checkpoint", mode="before")
+    @classmethod
+    def _resume_strings(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in {"true", "false"}:
+            return value.strip().lower() == "true"
+        return value
+
+
+class DataConfig(Section):
+    """Where the data is, and how much of it to use."""
+
+    train: str | None = Field(None, description="Training data: a jsonl / json / csv / tsv / parquet file or an MLTable folder.")
+    validation: str | None = Field(None, description="Validation data (same formats); if absent, see validation_split.")
+    test: str | None = Field(None, description="Test data, evaluated after training (same formats).")
+    validation_split: float = Field(0.0, ge=0, lt=1, description="Without validation data: carve this fraction of train off as validation (0: no validation).")
+    max_train_samples: int | None = Field(None, ge=1, description="Use at most this many training rows.")
+    max_eval_samples: int | None = Field(None, ge=1, description="Use at most this many validation and test rows.")
+    batch_size: int = Field(1000, ge=1, description="Rows per batch of preprocessing (tokenization); not the training batch size.")
+
+
+class ModelConfig(Section):
+    """The pretrained model to adapt."""
+
+    path: str | None = Field(None, description="A local folder, a hub id, or a model name the task knows.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when path is a hub id.")
+    trust_remote_code: bool = Field(False, description="Allow model code shipped with the checkpoint to run (off: only library code runs).")
+    mlflow_model_path: str | None = Field(None, description="An MLflow model folder to start from (needs adapt-mlflow).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"path": value}
+        if isinstance(value, dict) and "pytorch_model_path" in value:
+            value = dict(value)
+            value.setdefault("path", value.pop("pytorch_model_path"))
+        return value
+
+
+class RunConfig(Section):
+    """One run: what to learn (task), how (method), where (backend), and what to save."""
+
+    task: str = Field(description="Task name, e.g. text_classification (`adapt plugins` lists them).")
+    method: str = Field("full", description="Adaptation method, e.g. full, lora.")
+    backend: str = Field("single", description="Where to run: single (one process) or a distributed backend.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The pretrained model.")
+    data: DataConfig = Field(default_factory=DataConfig, description="The data splits.")
+    output: str | None = Field(None, description="Run folder (None: runs/<task>-<method>-<time>).")
+    savers: list[str] = Field(["safetensors"], description="Formats to save the final model in, each into <output>/saved/<saver>/.")
+    save_as_mlflow_model: bool | None = Field(None, description="Also save an MLflow model (None: yes when adapt-mlflow is installed).")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Common training parameters.")
+    task_params: dict[str, Any] = Field(default_factory=dict, description="The task's own parameters (`adapt config show --task T`).")
+    method_params: dict[str, Any] = Field(default_factory=dict, description="The method's own parameters.")
+    backend_params: dict[str, Any] = Field(default_factory=dict, description="The backend's own parameters.")
+
+    @field_validator("savers", mode="before")
+    @classmethod
+    def _one_saver(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def output_dir(self) -> Path:
+        if self.output:
+            return Path(self.output)
+        return Path("runs") / f"{self.task}-{self.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# ------------------------------------------------------------------------------------------
+# Reading, overriding and reporting errors
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning every failure into a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys (task:, method:, ...), "
+                          f"not a {type(data).__name__}")
+    return data
+
+
+def apply_override(config: dict[str, Any], assignment: str) -> None:
+    """Apply one ``dotted.key=value`` override; the value is read as YAML (numbers, bools, lists)."""
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected dotted.key=value, e.g. --set training.learning_rate=1e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.split(".")
+    node = config
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            if part == "model" and isinstance(child, str):
+                child = node[part] = {"path": child}
+            else:
+                raise ConfigError(f"--set {key}: {part} is a value ({child!r}), not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if part not in ("str",)) or "(top level)"
+
+
+def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Allowed keys at the place of an unknown key."""
+    for part in loc[:-1]:
+        info = model.model_fields.get(str(part))
+        annotation = getattr(info, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return []
+    return list(model.model_fields)
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix: str = "",
+                            source: str | None = None) -> str:
+    """One readable line per problem: which field, what is wrong, what is allowed."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = prefix + _loc(loc)
+        if err["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            allowed = _field_names(model, loc)
+            hint = FOREIGN_KEYS.get(key)
+            close = difflib.get_close_matches(key, allowed, n=1)
+            message = f"unknown key {where}"
+            if hint:
+                message += f": {hint}"
+            elif close:
+                message += f": did you mean {close[0]}?"
+            if allowed and not hint:
+                message += f" (allowed here: {', '.join(allowed)})"
+            lines.append(message)
+        elif err["type"] == "missing":
+            lines.append(f"missing key {where}: it is required")
+        else:
+            got = err.get("input")
+            got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"{where}: {err['msg']}{got_text}")
+    head = f"invalid config{f' in {source}' if source else ''}:"
+    return head + ("\n  " + "\n  ".join(lines) if len(lines) > 1 else " " + lines[0])
+
+
+def parse_config(data: dict[str, Any], source: str | None = None) -> RunConfig:
+    """Validate the core sections; raises ConfigError with every problem found."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, RunConfig, source=source)) from None
+
+
+def validate_params(params_model: type[BaseModel], values: dict[str, Any], section: str,
+                    owner: str, source: str | None = None) -> BaseModel:
+    """Validate a plugin's section (task_params...) with the plugin's own Params model."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section} must be a mapping of {owner}'s parameters, got {values!r}")
+    try:
+        return params_model.model_validate(values)
+    except ValidationError as exc:
+        message = format_validation_error(exc, params_model, prefix=f"{section}.", source=source)
+        names = ", ".join(params_model.model_fields) or "none"
+        raise ConfigError(f"{message}\n  ({owner} takes: {names})") from None

@@ -1,0 +1,231 @@
+"""HF Trainer engine: maps the common training parameters onto TrainingArguments and callbacks,
+and runs a task's training, evaluation and prediction through ``transformers.Trainer``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from adapt.config import TrainingConfig
+from adapt.errors import ConfigError, RunInterrupted
+from adapt.report import plot_curves
+from adapt.run import Run, parameter_report, write_json
+from adapt.saving import load_run_model, save_outputs
+
+log = logging.getLogger("adapt")
+
+OPTIM_ALIASES = {"adamw_hf": "adamw_torch", "adamw": "adamw_torch"}
+SCHEDULER_ALIASES = {"warmup_linear": "linear", "warmup_cosine": "cosine",
+                     "warmup_cosine_with_restarts": "cosine_with_restarts",
+                     "warmup_polynomial": "polynomial", "warmup_constant": "constant_with_warmup"}
+
+
+def _precision(t: TrainingConfig) -> dict[str, bool]:
+    if t.precision == "32":
+        return {}
+    if t.precision == "16" and torch.cuda.is_available():
+        return {"fp16": True}
+    if t.precision == "16":
+        log.warning("precision 16: fp16 mixed precision needs a GPU; training in bf16 on the CPU instead")
+    return {"bf16": True}
+
+
+def steps_per_epoch(run: Run, n_train: int) -> int:
+    t = run.training
+    batches = math.ceil(n_train / (t.per_device_train_batch_size * run.world_size))
+    return max(1, math.ceil(batches / t.gradient_accumulation_steps))
+
+
+def training_arguments(run: Run, n_train: int, has_eval: bool, **extra: Any) -> TrainingArguments:
+    """The TrainingArguments that say what the run config says."""
+    t = run.training
+    eval_strategy = t.evaluation_strategy if has_eval else "no"
+    eval_steps = t.eval_steps
+    if eval_strategy != "no" and t.evaluation_steps_interval > 0:
+        eval_strategy = "steps"
+        eval_steps = max(1, round(t.evaluation_steps_interval * steps_per_epoch(run, n_train)))
+    save_strategy = t.save_strategy or (eval_strategy if eval_strategy != "no" else "epoch")
+    save_steps = t.save_steps or eval_steps
+    load_best = eval_strategy != "no" and save_strategy != "no"
+    if load_best and save_strategy == "steps" and save_steps % eval_steps:
+        raise ConfigError(f"training.save_steps ({save_steps}) must be a multiple of the evaluation "
+                          f"interval ({eval_steps} steps) so that the best checkpoint can be kept")
+    optim = OPTIM_ALIASES.get(t.optim, t.optim)
+    if optim != t.optim:
+        log.info("optim %s is not in transformers 5; using %s (the same AdamW)", t.optim, optim)
+    metric = t.metric_for_best_model.removeprefix("eval_")
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(run.path("checkpoints")),
+        num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        auto_find_batch_size=t.auto_find_batch_size, optim=optim,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=SCHEDULER_ALIASES.get(t.lr_scheduler_type, t.lr_scheduler_type),
+        warmup_steps=t.warmup_steps, weight_decay=t.weight_decay,
+        adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_epsilon=t.adam_epsilon,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        eval_accumulation_steps=t.eval_accumulation_steps,
+        seed=t.seed, full_determinism=t.enable_full_determinism,
+        dataloader_num_workers=t.dataloader_num_workers, max_grad_norm=t.max_grad_norm,
+        eval_strategy=eval_strategy, eval_steps=eval_steps,
+        logging_strategy=t.logging_strategy, logging_steps=t.logging_steps,
+        save_strategy=save_strategy, save_steps=save_steps,
+        save_total_limit=None if t.save_total_limit < 0 else t.save_total_limit,
+        load_best_model_at_end=load_best, metric_for_best_model=metric,
+        greater_is_better=metric not in run.task.lower_is_better,
+        gradient_checkpointing=t.gradient_checkpointing,
+        label_smoothing_factor=t.label_smoothing_factor,
+        label_names=["labels"], report_to="none", disable_tqdm=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        **_precision(t),
+    )
+    kwargs.update(run.backend.engine_settings("hf", run))
+    kwargs.update(extra)
+    return TrainingArguments(**kwargs)
+
+
+class RunCallback(TrainerCallback):
+    """Writes every log to metrics.jsonl, tells the plugins, and stops cleanly on SIGTERM."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.stop_requested: str | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
+        if not logs or not state.is_world_process_zero:
+            return
+        record = {"step": state.global_step, "epoch": state.epoch, **logs}
+        with self.run.path("metrics.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        log.info("step %d: %s", state.global_step,
+                 ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items()))
+        self.run.registry.notify("adapt_metrics_logged", run=self.run, metrics=dict(logs),
+                                 step=state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        if self.stop_requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+def _resume_path(run: Run) -> str | None:
+    resume = run.training.resume_from_checkpoint
+    if resume is False:
+        return None
+    if resume is True:
+        folder = run.path("checkpoints")
+        last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+        if last is None:
+            log.warning("resume_from_checkpoint: no checkpoint in %s yet; starting from the beginning", folder)
+        else:
+            log.info("resuming from %s", last)
+        return last
+    if not Path(resume).is_dir():
+        raise ConfigError(f"training.resume_from_checkpoint: {resume} is not a checkpoint folder")
+    return str(resume)
+
+
+def train(run: Run) -> dict[str, Any]:
+    """Load, adapt, train, save and test; return the final metrics."""
+    t = run.training
+    transformers.set_seed(t.seed)
+    task, method = run.task, run.method
+    meta = task.inspect_data(run)
+    source = run.config.model.path
+    loaded = task.load_model(run, source, meta)
+    run.head_modules = task.head_modules(loaded.model)
+    loaded.model = method.apply(loaded.model, run.method_params, run)
+    for saver in run.savers:
+        saver.check(loaded)
+    params = parameter_report(loaded.model)
+    run.summary.update(params)
+    log.info("method %s: %s of %s parameters trainable (%.4f%%)", method.name,
+             f"{params['trainable_parameters']:,}", f"{params['total_parameters']:,}",
+             params["trainable_percent"])
+
+    splits = {k: v for k, v in (("train", run.config.data.train), ("validation", run.config.data.validation),
+                                ("test", run.config.data.test)) if v}
+    data = task.load_data(run, loaded, splits)
+    train_ds, eval_ds, test_ds = data["train"], data.get("validation"), data.get("test")
+    args = training_arguments(run, len(train_ds), eval_ds is not None)
+    world = run.world_size * args.gradient_accumulation_steps
+    log.info("effective batch size: %d per device x %d process(es) x %d accumulation = %d",
+             args.per_device_train_batch_size, run.world_size, args.gradient_accumulation_steps,
+             args.per_device_train_batch_size * world)
+
+    callback = RunCallback(run)
+    callbacks: list[TrainerCallback] = [callback]
+    if t.apply_early_stopping:
+        callbacks.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
+    trainer = Trainer(model=loaded.model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                      data_collator=task.data_collator(run, loaded), processing_class=loaded.processor,
+                      compute_metrics=task.compute_metrics(run, loaded), callbacks=callbacks)
+
+    def on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001
+        callback.stop_requested = signal.Signals(signum).name
+        log.warning("%s received: saving a checkpoint and stopping", callback.stop_requested)
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        output = trainer.train(resume_from_checkpoint=_resume_path(run))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if callback.stop_requested:
+        from adapt.run import write_status
+
+        write_status(run, "interrupted", signal=callback.stop_requested)
+        raise RunInterrupted(f"stopped by {callback.stop_requested}; the last checkpoint is in "
+                             f"{run.path('checkpoints')}; continue with "
+                             "--set training.resume_from_checkpoint=true")
+
+    metrics: dict[str, Any] = {"train": output.metrics, **params}
+    if trainer.state.best_model_checkpoint:
+        metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
+        metrics["best_metric"] = trainer.state.best_metric
+    if eval_ds is not None:
+        metrics["validation"] = trainer.evaluate(eval_ds)
+    loaded.model = trainer.model
+    if run.is_main_process:
+        save_outputs(run, loaded)
+    if test_ds is not None:
+        metrics["test"] = trainer.evaluate(test_ds, metric_key_prefix="test")
+        if run.is_main_process:
+            write_json(run.path("test_metrics.json"), metrics["test"])
+    if run.is_main_process:
+        write_json(run.path("metrics.json"), metrics)
+        plot_curves(run.path("metrics.jsonl"), run.path("curves.png"))
+    return metrics
+
+
+def _eval_trainer(run: Run, loaded: Any, folder: str) -> Trainer:
+    args = TrainingArguments(output_dir=folder, per_device_eval_batch_size=run.training.per_device_eval_batch_size,
+                             report_to="none", label_names=["labels"], **_precision(run.training))
+    return Trainer(model=loaded.model, args=args, data_collator=run.task.data_collator(run, loaded),
+                   processing_class=loaded.processor, compute_metrics=run.task.compute_metrics(run, loaded))
+
+
+def evaluate(run: Run, model_dir: str, path: str) -> dict[str, Any]:
+    """Metrics of a saved model on one data file."""
+    loaded = load_run_model(run, model_dir)
+    data = run.task.load_data(run, loaded, {"test": path})
+    with tempfile.TemporaryDirectory() as tmp:
+        return _eval_trainer(run, loaded, tmp).evaluate(data["test"], metric_key_prefix="test")
+
+
+def predict(run: Run, model_dir: str, path: str) -> list[dict[str, Any]]:
+    """Predictions of a saved model on one data file (the task decides their shape)."""
+    loaded = load_run_model(run, model_dir)
+    loaded.model.eval()
+    return run.task.predict(run, loaded, path)

@@ -1,0 +1,54 @@
+"""The hooks a plugin may implement (pluggy project ``adapt``, entry-point group ``adapt``).
+
+A plugin is a module with functions decorated by :data:`adapt.hookimpl` whose names match the
+specs below. Registration hooks receive a ``register`` callable, so one pack can register many
+objects and the core keeps one registry it can validate and list.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    from adapt.api import Backend, Method, Saver, Task
+    from adapt.run import Run
+
+hookspec = pluggy.HookspecMarker("adapt")
+hookimpl = pluggy.HookimplMarker("adapt")
+
+
+@hookspec
+def adapt_register_tasks(register: Callable[[Task], None]) -> None:
+    """Register tasks: call ``register(task)`` once for each :class:`adapt.Task` instance."""
+
+
+@hookspec
+def adapt_register_methods(register: Callable[[Method], None]) -> None:
+    """Register adaptation methods: call ``register(method)`` for each :class:`adapt.Method`."""
+
+
+@hookspec
+def adapt_register_backends(register: Callable[[Backend], None]) -> None:
+    """Register backends: call ``register(backend)`` for each :class:`adapt.Backend`."""
+
+
+@hookspec
+def adapt_register_savers(register: Callable[[Saver], None]) -> None:
+    """Register savers: call ``register(saver)`` for each :class:`adapt.Saver`."""
+
+
+@hookspec
+def adapt_run_started(run: Run) -> None:
+    """Called once the run folder exists and the config is resolved, before training starts."""
+
+
+@hookspec
+def adapt_metrics_logged(run: Run, metrics: dict[str, Any], step: int) -> None:
+    """Called each time the engine logs training or evaluation metrics (``step`` = global step)."""
+
+
+@hookspec
+def adapt_run_finished(run: Run, result: dict[str, Any]) -> None:
+    """Called when the run ends; ``result["status"]`` is ``finished``, ``failed`` or ``interrupted``."""

@@ -1,0 +1,246 @@
+"""One run, end to end: resolve the config against the plugins, prepare the run folder, hand
+the work to the backend and the task's engine, and record what happened.
+
+Run folder layout::
+
+    config.yaml        the resolved config          run.json       status, times, versions
+    train.log          the log                      metrics.jsonl  every log / evaluation
+    metrics.json       final metrics                test_metrics.json  the test split's metrics
+    curves.png         loss and metric curves       checkpoints/   the engine's checkpoints
+    model/             the best model, reloadable by `adapt evaluate` / `adapt predict`
+    saved/<saver>/     the model in each chosen saver's format
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from adapt.api import Backend, Method, Saver, Task
+from adapt.config import RunConfig, validate_params
+from adapt.errors import ConfigError, PluginError
+from adapt.plugins import Registry, get_registry
+
+log = logging.getLogger("adapt")
+ENGINES = ("hf",)
+
+
+@dataclass
+class Run:
+    """Everything a run needs, resolved: plugin objects, their validated params, the folder."""
+
+    config: RunConfig
+    task: Task
+    method: Method
+    backend: Backend
+    savers: list[Saver]
+    task_params: BaseModel
+    method_params: BaseModel
+    backend_params: BaseModel
+    output_dir: Path
+    registry: Registry
+    source: str | None = None
+    rank: int = 0
+    world_size: int = 1
+    head_modules: list[str] = field(default_factory=list)
+    load_options: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def training(self):  # noqa: ANN201 - shorthand for config.training
+        return self.config.training
+
+    def path(self, name: str) -> Path:
+        return self.output_dir / name
+
+    def resolved_dict(self) -> dict[str, Any]:
+        """The config with every default filled in, the plugin sections included."""
+        data = self.config.model_dump(mode="json")
+        data["output"] = str(self.output_dir)
+        data["savers"] = [s.name for s in self.savers]
+        data["task_params"] = self.task_params.model_dump(mode="json")
+        data["method_params"] = self.method_params.model_dump(mode="json")
+        data["backend_params"] = self.backend_params.model_dump(mode="json")
+        return data
+
+
+def resolve(config: RunConfig, registry: Registry | None = None, source: str | None = None,
+            purpose: str = "train") -> Run:
+    """Look up the plugins a config names and validate their sections.
+
+    ``purpose`` is ``train``, ``evaluate``, ``predict`` or ``validate``: only training needs
+    training data and a model to start from.
+    """
+    registry = registry or get_registry()
+    task = registry.get("task", config.task)
+    method = registry.get("method", config.method)
+    backend = registry.get("backend", config.backend)
+    savers = list(dict.fromkeys(config.savers))
+    mlflow_installed = "mlflow" in registry.objects["saver"]
+    if config.save_as_mlflow_model and not mlflow_installed:
+        raise PluginError("save_as_mlflow_model: true needs the mlflow saver, provided by the "
+                          "adapt-mlflow distribution: pip install adapt-mlflow")
+    if config.save_as_mlflow_model is not False and mlflow_installed and "mlflow" not in savers:
+        savers.append("mlflow")
+    saver_objs = [registry.get("saver", name) for name in savers]
+    if task.engine not in ENGINES:
+        raise PluginError(f"task {task.name!r} runs on engine {task.engine!r}, which this adapt-core "
+                          f"does not have (engines: {', '.join(ENGINES)}); upgrade adapt-core")
+
+    run = Run(
+        config=config, task=task, method=method, backend=backend, savers=saver_objs,
+        task_params=validate_params(task.Params, config.task_params, "task_params",
+                                    f"task {task.name}", source),
+        method_params=validate_params(method.Params, config.method_params, "method_params",
+                                      f"method {method.name}", source),
+        backend_params=validate_params(backend.Params, config.backend_params, "backend_params",
+                                       f"backend {backend.name}", source),
+        output_dir=config.output_dir(), registry=registry, source=source,
+    )
+    _check_combinations(run, purpose)
+    run.load_options = method.load_options(run.method_params)
+    return run
+
+
+def _check_combinations(run: Run, purpose: str) -> None:
+    config, t = run.config, run.config.training
+    metrics = ("loss", *run.task.metrics)
+    metric = t.metric_for_best_model.removeprefix("eval_")
+    if metric not in metrics:
+        raise ConfigError(f"training.metric_for_best_model: {t.metric_for_best_model!r} is not a metric "
+                          f"of task {run.task.name} (allowed: {', '.join(metrics)})")
+    if purpose != "train":
+        return
+    if not config.model.path and not config.model.mlflow_model_path:
+        raise ConfigError("model: no model to adapt; give --model (a folder or hub id) or model.path")
+    if not config.data.train:
+        raise ConfigError("data.train: no training data; give --train FILE or data.train")
+    has_validation = bool(config.data.validation or config.data.validation_split)
+    if t.apply_early_stopping and (not has_validation or t.evaluation_strategy == "no"):
+        raise ConfigError("training.apply_early_stopping needs evaluations: give validation data "
+                          "(--validation or data.validation_split) and an evaluation_strategy")
+    if t.save_strategy and t.save_strategy != "no" and has_validation and \
+            t.evaluation_strategy != "no" and t.save_strategy != t.evaluation_strategy:
+        raise ConfigError(f"training.save_strategy {t.save_strategy!r} must match evaluation_strategy "
+                          f"{t.evaluation_strategy!r} so that the best checkpoint can be kept")
+
+
+# ------------------------------------------------------------------------------------------
+# The run folder
+
+
+def prepare_output(run: Run) -> None:
+    """Create the run folder; refuse to write into another run's folder unless resuming or told."""
+    out = run.output_dir
+    t = run.training
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output: {out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not t.resume_from_checkpoint and not t.overwrite_output_dir:
+        raise ConfigError(
+            f"output: {out} already holds files (an earlier run?). To continue that run set "
+            "training.resume_from_checkpoint=true; to start over choose another --output, or set "
+            "training.overwrite_output_dir=true")
+    out.mkdir(parents=True, exist_ok=True)
+    if run.is_main_process:
+        text = yaml.safe_dump(run.resolved_dict(), sort_keys=False)
+        (out / "config.yaml").write_text(text, encoding="utf-8")
+        write_status(run, "running", started=time.time())
+
+
+def write_status(run: Run, status: str, **extra: Any) -> None:
+    if not run.is_main_process:
+        return
+    path = run.path("run.json")
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(status=status, updated=time.time(), **extra)
+    if "command" not in data:
+        data["command"] = sys.argv
+        data["versions"] = _versions()
+    write_json(path, data)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (a crash never leaves a half-written file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("adapt-core", "torch", "transformers", "peft", "datasets"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def setup_logging(run: Run | None = None, level: int = logging.INFO) -> None:
+    """Log to stderr, and to the run folder's train.log when there is a run."""
+    logger = logging.getLogger("adapt")
+    logger.setLevel(level)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    if not any(getattr(h, "_adapt", False) for h in logger.handlers):
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(logging.Formatter("adapt: %(message)s"))
+        stream._adapt = True  # type: ignore[attr-defined]
+        logger.addHandler(stream)
+    if run is not None:
+        name = "train.log" if run.rank == 0 else f"train.rank{run.rank}.log"
+        file_handler = logging.FileHandler(run.path(name), encoding="utf-8")
+        file_handler.setFormatter(fmt)
+        logger.addHandler(file_handler)
+        for other in ("transformers", "peft"):
+            logging.getLogger(other).addHandler(file_handler)
+
+
+def parameter_report(model: Any) -> dict[str, Any]:
+    """Trainable / total parameter counts of a module (the method's footprint)."""
+    trainable = total = 0
+    for param in model.parameters():
+        n = param.numel()
+        # bitsandbytes 4-bit weights are stored packed two values per byte
+        if param.__class__.__name__ == "Params4bit":
+            n *= 2
+        total += n
+        if param.requires_grad:
+            trainable += n
+    return {"trainable_parameters": trainable, "total_parameters": total,
+            "trainable_percent": round(100.0 * trainable / max(total, 1), 4)}
+
+
+def train(run: Run) -> dict[str, Any]:
+    """Train a resolved run and return its final metrics."""
+    from adapt.engines import get_engine
+
+    prepare_output(run)
+    setup_logging(run)
+    log.info("run folder: %s", run.output_dir)
+    run.registry.notify("adapt_run_started", run=run)
+    status, result = "failed", {}
+    try:
+        result = run.backend.launch(lambda: get_engine(run.task.engine).train(run), run) or {}
+        status = "finished"
+        return result
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        write_status(run, status, finished=time.time())
+        run.registry.notify("adapt_run_finished", run=run, result={"status": status, **result})

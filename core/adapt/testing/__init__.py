@@ -1,0 +1,232 @@
+"""Test helpers for adapt and for plugin authors: tiny random models, tokenizers and data made on
+the fly (no downloads), a runner for the real ``adapt`` command, and contract checks that a
+task, method, backend or saver behaves as the core expects.
+
+Use the fixtures with ``pytest_plugins = ["adapt.testing.fixtures"]`` in a root conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+from adapt.api import Backend, LoadedModel, Method, Saver, Task
+from adapt.run import ENGINES
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TOPIC_WORDS = {
+    "sports": ["goal", "match", "team", "score", "coach", "league", "ball", "win"],
+    "weather": ["rain", "sunny", "storm", "cloud", "wind", "snow", "forecast", "cold"],
+    "food": ["pasta", "bread", "cook", "recipe", "salt", "oven", "dinner", "soup"],
+}
+FILLER = ["the", "a", "today", "really", "we", "saw", "about", "this", "very", "and", "it", "was", "new", "big"]
+
+
+def vocabulary() -> list[str]:
+    """The words of the tiny tokenizer: special tokens, topic words and filler."""
+    words = [w for topic in TOPIC_WORDS.values() for w in topic] + FILLER
+    return SPECIAL_TOKENS + sorted(set(words)) + [f"w{i}" for i in range(40)]
+
+
+def make_tokenizer(folder: str | Path) -> Any:
+    """A tiny WordPiece (BERT) tokenizer over :func:`vocabulary`, saved to ``folder``."""
+    from transformers import BertTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {word: i for i, word in enumerate(vocabulary())}
+    tokenizer = BertTokenizer(vocab=vocab, model_max_length=64,
+                              model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+    tokenizer.save_pretrained(str(folder))
+    return tokenizer
+
+
+def tiny_bert(folder: str | Path, seed: int = 0, hidden_size: int = 32, layers: int = 2) -> str:
+    """Save a randomly initialised tiny BERT encoder and its tokenizer; return the folder."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder = Path(folder)
+    tokenizer = make_tokenizer(folder)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden_size, max_position_embeddings=64,
+                        initializer_range=0.2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    BertModel(config).save_pretrained(str(folder))
+    return str(folder)
+
+
+def text_classification_rows(n: int, seed: int = 0, multi_label: bool = False) -> list[dict[str, Any]]:
+    """Rows a tiny model can learn: each text holds two words of its topic among filler words."""
+    rng = random.Random(seed)
+    topics = sorted(TOPIC_WORDS)
+    rows = []
+    for i in range(n):
+        chosen = [topics[i % len(topics)]]
+        if multi_label and rng.random() < 0.4:
+            chosen.append(rng.choice([t for t in topics if t != chosen[0]]))
+        words = [rng.choice(FILLER) for _ in range(rng.randint(3, 6))]
+        for topic in chosen:
+            words += rng.sample(TOPIC_WORDS[topic], 2)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": sorted(chosen) if multi_label else chosen[0]})
+    rng.shuffle(rows)
+    return rows
+
+
+def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> str:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return str(path)
+
+
+def text_classification_data(folder: str | Path, n_train: int = 96, n_eval: int = 24,
+                             multi_label: bool = False) -> dict[str, str]:
+    """train / validation / test jsonl files for text_classification; returns their paths."""
+    folder = Path(folder)
+    return {split: write_jsonl(folder / f"{split}.jsonl",
+                               text_classification_rows(n, seed=s, multi_label=multi_label))
+            for split, n, s in (("train", n_train, 1), ("validation", n_eval, 2), ("test", n_eval, 3))}
+
+
+# ------------------------------------------------------------------------------------------
+# Running the real command
+
+
+@dataclass
+class AdaptResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    args: list[str] = field(default_factory=list)
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def __str__(self) -> str:
+        return f"adapt {' '.join(self.args)} -> {self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+
+
+def run_adapt(*args: str, cwd: str | Path | None = None, env: dict[str, str] | None = None,
+              timeout: float = 600) -> AdaptResult:
+    """Run ``adapt ARGS`` in a fresh process (as a user would), single-threaded for parallel tests."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "adapt", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+    return AdaptResult(proc.returncode, proc.stdout, proc.stderr, list(args))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every record of a run folder's metrics.jsonl."""
+    lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+# ------------------------------------------------------------------------------------------
+# Contract checks
+
+
+def _check_named(obj: Any, base: type) -> None:
+    assert isinstance(obj, base), f"{obj!r} is not an adapt.{base.__name__}"
+    assert isinstance(obj.name, str) and obj.name.isidentifier(), f"{obj!r}: name must be an identifier"
+    assert obj.description, f"{obj!r}: give a description (shown by adapt plugins and the docs)"
+    assert isinstance(obj.Params, type) and issubclass(obj.Params, BaseModel), f"{obj!r}: Params must be a pydantic model"
+    obj.Params()  # every parameter has a default
+    assert obj.Params.model_config.get("extra") == "forbid", f"{obj!r}: Params must forbid unknown keys (subclass adapt.Params)"
+    for name, info in obj.Params.model_fields.items():
+        assert info.description, f"{obj!r}: parameter {name} has no description"
+
+
+def check_task(task: Task) -> None:
+    """A task is named, documented, on a known engine, and lists its metrics."""
+    _check_named(task, Task)
+    assert task.engine in ENGINES, f"{task!r}: engine {task.engine!r} is not one of {ENGINES}"
+    assert all(isinstance(m, str) for m in task.metrics), f"{task!r}: metrics must be names"
+    for hook in ("load_model", "load_data", "predict", "save_model"):
+        assert getattr(type(task), hook) is not getattr(Task, hook), f"{task!r}: implement {hook}"
+
+
+def check_backend(backend: Backend) -> None:
+    _check_named(backend, Backend)
+    assert getattr(type(backend), "launch") is not Backend.launch, f"{backend!r}: implement launch"
+
+
+def method_run(head_modules: list[str] | None = None) -> Any:
+    """The part of a Run a method sees, for testing methods outside a run."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(head_modules=list(head_modules or []), load_options={})
+
+
+def check_method(method: Method, make_model: Callable[[], tuple[Any, dict[str, Any]]],
+                 head_modules: list[str] | None = None, params: BaseModel | None = None,
+                 atol: float = 1e-4) -> dict[str, Any]:
+    """Apply ``method`` to a fresh model from ``make_model()`` (which returns the model and
+    forward keyword arguments whose output has a ``logits`` or is a tensor) and check that:
+    something trains, an optimizer step changes only trainable parameters, and a merged model
+    gives the adapted model's outputs within ``atol``. Returns what it measured."""
+    import torch
+
+    _check_named(method, Method)
+    params = params or method.Params()
+    torch.manual_seed(0)
+    model, inputs = make_model()
+    model = method.apply(model, params, method_run(head_modules))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable, f"{method!r}: no parameter trains after apply"
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.train()
+    _output(model, inputs).float().pow(2).mean().backward()
+    optimizer.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert changed, f"{method!r}: one optimizer step changed no parameter"
+    assert changed <= trainable, f"{method!r}: frozen parameters changed: {sorted(changed - trainable)[:5]}"
+    model.eval()
+    with torch.no_grad():
+        adapted = _output(model, inputs).detach().clone()
+    merged = method.merge(model, params)
+    difference = None
+    if merged is not None:
+        merged.eval()
+        with torch.no_grad():
+            difference = float((_output(merged, inputs) - adapted).abs().max())
+        assert difference <= atol, f"{method!r}: merged outputs differ by {difference} (> {atol})"
+    return {"trainable": sorted(trainable), "changed": sorted(changed), "merge_difference": difference}
+
+
+def _output(model: Any, inputs: dict[str, Any]) -> Any:
+    out = model(**inputs)
+    return out.logits if hasattr(out, "logits") else out
+
+
+def check_saver(saver: Saver, make_model: Callable[[], tuple[Any, dict[str, Any]]], folder: str | Path,
+                processor: Any = None) -> None:
+    """Save a model, load it back (into a fresh model of the same kind) and compare outputs."""
+    import torch
+
+    _check_named(saver, Saver)
+    torch.manual_seed(0)
+    model, inputs = make_model()
+    model.eval()
+    loaded = LoadedModel(model, processor, {})
+    saver.check(loaded)
+    written = saver.save(loaded, str(folder), run=None)
+    assert written and all(Path(p).exists() for p in written), f"{saver!r}: save() must return the paths it wrote"
+    torch.manual_seed(1)
+    fresh, _ = make_model()
+    restored = saver.load(str(folder), like=fresh)
+    restored.eval()
+    with torch.no_grad():
+        assert torch.allclose(_output(model, inputs), _output(restored, inputs), atol=1e-6), \
+            f"{saver!r}: the reloaded model gives other outputs"
