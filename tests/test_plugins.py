@@ -1,0 +1,169 @@
+"""Plugin loading: real entry points of fake distributions on sys.path, good and broken."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from adapt.plugins import Registry
+from adapt.testing import run_adapt
+
+GOOD = '''
+from adapt import Method, hookimpl
+
+class Shout(Method):
+    name = "shout"
+    description = "A test method."
+
+    def apply(self, model, params, run):
+        return model
+
+@hookimpl
+def adapt_register_methods(register):
+    register(Shout())
+'''
+
+CLAIMS_LORA = '''
+from adapt import Method, hookimpl
+
+class OtherLora(Method):
+    name = "lora"
+    description = "Another pack's lora."
+
+@hookimpl
+def adapt_register_methods(register):
+    register(OtherLora())
+'''
+
+UNKNOWN_HOOK = '''
+from adapt import hookimpl
+
+@hookimpl
+def adapt_register_optimizers(register):
+    pass
+'''
+
+REGISTERS_CLASS = '''
+from adapt import Method, hookimpl
+
+class NotAnInstance(Method):
+    name = "oops"
+
+@hookimpl
+def adapt_register_methods(register):
+    register(NotAnInstance)
+'''
+
+
+def make_dist(site: Path, dist: str, module: str, code: str, version: str = "1.0") -> None:
+    """A minimal installed distribution with an `adapt` entry point, as pip would leave it."""
+    (site / f"{module}.py").write_text(textwrap.dedent(code))
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[adapt]\n{module} = {module}\n")
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    for var in ("ADAPT_LOAD_PLUGINS", "ADAPT_DISABLE_PLUGINS"):
+        monkeypatch.delenv(var, raising=False)
+    return folder
+
+
+def test_builtins_register_through_the_hooks() -> None:
+    registry = Registry().load()
+    core = registry.plugins["adapt.builtins"]
+    assert core.distribution == "adapt-core"
+    assert core.registered["backend"] == ["single"]
+    assert set(core.registered["saver"]) == {"state_dict", "safetensors", "full_torch_model", "save_pretrained"}
+    assert "adapt_register_savers" in core.hooks
+
+
+def test_installed_plugin_is_loaded(site: Path) -> None:
+    make_dist(site, "adapt-shout", "adapt_shout", GOOD, version="2.3")
+    registry = Registry().load()
+    info = registry.plugins["adapt_shout"]
+    assert (info.distribution, info.version, info.registered) == ("adapt-shout", "2.3", {"method": ["shout"]})
+    assert registry.get("method", "shout").name == "shout"
+
+
+def test_broken_import_is_reported_and_others_still_load(site: Path) -> None:
+    make_dist(site, "adapt-broken", "adapt_broken", "import not_a_module_anywhere\n")
+    make_dist(site, "adapt-shout", "adapt_shout", GOOD)
+    registry = Registry().load()
+    assert "No module named 'not_a_module_anywhere'" in registry.plugins["adapt_broken"].errors[0]
+    assert "shout" in registry.names("method") and "lora" in registry.names("method")
+
+
+def test_two_plugins_claiming_one_name_is_an_error_naming_both(site: Path) -> None:
+    make_dist(site, "adapt-other-lora", "adapt_other_lora", CLAIMS_LORA)
+    registry = Registry().load()
+    with pytest.raises(Exception) as err:
+        registry.get("method", "lora")
+    assert "adapt-methods" in str(err.value) and "adapt-other-lora" in str(err.value)
+    assert any("two plugins" in e for e in registry.plugins["adapt_other_lora"].errors)
+
+
+def test_hook_without_spec_is_caught_at_start_up(site: Path) -> None:
+    make_dist(site, "adapt-typo", "adapt_typo", UNKNOWN_HOOK)
+    registry = Registry().load()
+    errors = registry.plugins["adapt_typo"].errors
+    assert errors and "adapt_register_optimizers" in errors[0] and "known hooks" in errors[0]
+    assert registry.pm.get_plugin("adapt_typo") is None
+
+
+def test_registering_a_class_instead_of_an_instance_is_reported(site: Path) -> None:
+    make_dist(site, "adapt-oops", "adapt_oops", REGISTERS_CLASS)
+    registry = Registry().load()
+    assert "instance, not the class" in registry.plugins["adapt_oops"].errors[0]
+
+
+def test_allowlist_and_disable(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_dist(site, "adapt-shout", "adapt_shout", GOOD)
+    monkeypatch.setenv("ADAPT_LOAD_PLUGINS", "adapt-shout")
+    registry = Registry().load()
+    assert set(registry.plugins) == {"adapt.builtins", "adapt_shout"}
+    monkeypatch.setenv("ADAPT_LOAD_PLUGINS", "")
+    assert set(Registry().load().plugins) == {"adapt.builtins"}
+    monkeypatch.delenv("ADAPT_LOAD_PLUGINS")
+    monkeypatch.setenv("ADAPT_DISABLE_PLUGINS", "adapt_shout,nlp")
+    names = set(Registry().load().plugins)
+    assert "adapt_shout" not in names and "nlp" not in names and "methods" in names
+    monkeypatch.setenv("ADAPT_DISABLE_PLUGINS", "1")
+    assert set(Registry().load().plugins) == {"adapt.builtins"}
+
+
+def test_cli_survives_a_broken_plugin_and_lists_it(site: Path, tmp_path: Path) -> None:
+    make_dist(site, "adapt-broken", "adapt_broken", "raise RuntimeError('boom at import')\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    result = run_adapt("plugins", "--json", env=env)
+    assert result.returncode == 0, result
+    plugins = {p["name"]: p for p in json.loads(result.stdout)}
+    assert "boom at import" in plugins["adapt_broken"]["errors"][0]
+    assert plugins["nlp"]["tasks"] == ["text_classification"]
+    text = run_adapt("plugins", env=env)
+    assert "ERROR: failed to import adapt_broken" in text.stdout
+
+
+def test_cli_train_with_a_name_claimed_twice_exits_2(site: Path, tmp_path: Path) -> None:
+    make_dist(site, "adapt-other-lora", "adapt_other_lora", CLAIMS_LORA)
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    result = run_adapt("config", "show", "--task", "text_classification", "--method", "lora", env=env)
+    assert result.returncode == 2
+    assert "adapt-methods" in result.stderr and "adapt-other-lora" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_trace_prints_hook_calls(site: Path) -> None:
+    make_dist(site, "adapt-shout", "adapt_shout", GOOD)
+    env = {"PYTHONPATH": str(site), "ADAPT_TRACE_PLUGINS": "1"}
+    result = run_adapt("plugins", env=env)
+    assert "[adapt trace] adapt_register_methods(register) -> adapt_shout" in result.stderr

@@ -1,0 +1,170 @@
+"""End to end through the real `adapt` command on a tiny random BERT: learning, the run folder,
+reloading saved models, resuming, best-checkpoint keeping, early stopping, evaluation cadence."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from adapt.testing import read_metrics
+
+pytestmark = pytest.mark.slow
+
+FAST = ["--set", "training.per_device_train_batch_size=16", "--set", "training.per_device_eval_batch_size=16",
+        "--set", "training.learning_rate=5e-3", "--set", "training.logging_steps=2"]
+
+
+def train_args(model: str, data: dict[str, str], output: str, *extra: str, method: str = "full") -> list[str]:
+    return ["train", "--task", "text_classification", "--method", method, "--model", model,
+            "--train", data["train"], "--validation", data["validation"], "--test", data["test"],
+            "--output", output, *FAST, *extra]
+
+
+def logits_of(model_dir: Path, texts: list[str]):  # noqa: ANN201
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        return model, tokenizer, model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+
+
+def test_full_fine_tune_learns_and_writes_the_run_folder(adapt_cli, tiny_bert_dir, text_data, tmp_path) -> None:
+    result = adapt_cli(*train_args(tiny_bert_dir, text_data, "run", "--set", "training.num_train_epochs=4",
+                                   "--set", "training.metric_for_best_model=accuracy"))
+    assert result.returncode == 0, result
+    run = tmp_path / "run"
+    for name in ("config.yaml", "run.json", "train.log", "metrics.jsonl", "metrics.json", "test_metrics.json",
+                 "model/adapt.json", "model/config.json", "saved/safetensors/model.safetensors"):
+        assert (run / name).is_file(), name
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    records = read_metrics(run)
+    losses = [r["loss"] for r in records if "loss" in r]
+    evals = [r["eval_loss"] for r in records if "eval_loss" in r]
+    assert len(losses) >= 8 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
+    assert evals[-1] < evals[0], evals
+    test = json.loads((run / "test_metrics.json").read_text())
+    for key in ("test_accuracy", "test_f1_macro", "test_precision_macro", "test_recall_macro"):
+        assert 0.0 <= test[key] <= 1.0
+    assert -1.0 <= test["test_mcc"] <= 1.0
+    assert test["test_accuracy"] > 0.5, test  # 3 balanced classes: chance is 1/3
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["trainable_percent"] == 100.0 and metrics["trainable_parameters"] > 0
+    assert result.json()["test"]["test_accuracy"] == test["test_accuracy"]
+    assert "trainable" in (run / "train.log").read_text()
+
+
+def test_saved_models_reload_with_equal_outputs(adapt_cli, tiny_bert_dir, text_data, tmp_path) -> None:
+    import torch
+
+    from adapt.plugins import get_registry
+
+    result = adapt_cli(*train_args(tiny_bert_dir, text_data, "run", "--set", "training.num_train_epochs=2",
+                                   "--saver", "safetensors", "--saver", "state_dict", "--saver", "save_pretrained",
+                                   "--saver", "full_torch_model", method="lora"))
+    assert result.returncode == 0, result
+    run = tmp_path / "run"
+    texts = [json.loads(line)["text"] for line in Path(text_data["test"]).read_text().splitlines()]
+    model, tokenizer, reference = logits_of(run / "model", texts)
+    inputs = tokenizer(texts, padding=True, return_tensors="pt")
+    registry = get_registry()
+    for name in ("safetensors", "state_dict", "save_pretrained", "full_torch_model"):
+        fresh = type(model)(model.config)
+        restored = registry.get("saver", name).load(str(run / "saved" / name), like=fresh).eval()
+        with torch.no_grad():
+            assert torch.allclose(restored(**inputs).logits, reference, atol=1e-5), name
+
+    evaluated = adapt_cli("evaluate", "run", "--data", text_data["test"])
+    assert evaluated.returncode == 0, evaluated
+    trained = json.loads((run / "test_metrics.json").read_text())
+    assert evaluated.json()["test_accuracy"] == trained["test_accuracy"]
+    assert evaluated.json()["test_loss"] == pytest.approx(trained["test_loss"], abs=1e-5)
+
+    predicted = adapt_cli("predict", "run", "--data", text_data["test"], "--output", "preds.jsonl")
+    assert predicted.returncode == 0, predicted
+    rows = [json.loads(line) for line in (tmp_path / "preds.jsonl").read_text().splitlines()]
+    assert len(rows) == len(texts)
+    probabilities = torch.softmax(reference, dim=-1)
+    labels = [model.config.id2label[i] for i in range(probabilities.shape[1])]
+    for row, probs in zip(rows, probabilities):
+        assert row["label"] == labels[int(probs.argmax())]
+        assert row["score"] == pytest.approx(float(probs.max()), abs=1e-5)
+        assert set(row["scores"]) == set(labels)
+
+
+def test_unmerged_adapter_reloads(adapt_cli, tiny_bert_dir, text_data, tmp_path) -> None:
+    result = adapt_cli(*train_args(tiny_bert_dir, text_data, "run", "--set", "training.num_train_epochs=2",
+                                   "--set", "method_params.merge_weights=false", method="lora"))
+    assert result.returncode == 0, result
+    info = json.loads((tmp_path / "run" / "model" / "adapt.json").read_text())
+    assert info["format"] == "adapter" and (tmp_path / "run" / "model" / "adapter.safetensors").is_file()
+    evaluated = adapt_cli("evaluate", "run/model", "--data", text_data["test"])
+    assert evaluated.returncode == 0, evaluated
+    trained = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    assert evaluated.json()["test_loss"] == pytest.approx(trained["test_loss"], abs=1e-5)
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(adapt_cli, tiny_bert_dir, text_data, tmp_path) -> None:
+    args = train_args(tiny_bert_dir, text_data, "run", "--set", "training.num_train_epochs=3")
+    assert (first := adapt_cli(*args)).returncode == 0, first
+    run = tmp_path / "run"
+    uninterrupted = json.loads((run / "test_metrics.json").read_text())
+    weights = (run / "saved" / "safetensors" / "model.safetensors").read_bytes()
+    # Make it as if the run had stopped after its second epoch's checkpoint.
+    checkpoints = sorted((run / "checkpoints").iterdir(), key=lambda p: int(p.name.split("-")[1]))
+    assert len(checkpoints) == 3
+    shutil.rmtree(checkpoints[-1])
+    for name in ("model", "saved", "metrics.json", "test_metrics.json"):
+        target = run / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+    refused = adapt_cli(*args)
+    assert refused.returncode == 2 and "resume_from_checkpoint=true" in refused.stderr
+
+    resumed = adapt_cli(*args, "--set", "training.resume_from_checkpoint=true")
+    assert resumed.returncode == 0, resumed
+    assert f"resuming from run/checkpoints/{checkpoints[1].name}" in resumed.stderr
+    again = json.loads((run / "test_metrics.json").read_text())
+    assert again["test_loss"] == pytest.approx(uninterrupted["test_loss"], abs=1e-6)
+    assert again["test_accuracy"] == uninterrupted["test_accuracy"]
+    assert (run / "saved" / "safetensors" / "model.safetensors").read_bytes() == weights
+
+
+def test_save_total_limit_keeps_the_best_checkpoint(adapt_cli, tiny_bert_dir, text_data, tmp_path) -> None:
+    result = adapt_cli(*train_args(tiny_bert_dir, text_data, "run", "--set", "training.num_train_epochs=4",
+                                   "--set", "training.save_total_limit=1",
+                                   "--set", "training.metric_for_best_model=accuracy"))
+    assert result.returncode == 0, result
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    best = Path(metrics["best_checkpoint"])
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert (tmp_path / best).is_dir() and best.name in kept and len(kept) <= 2, (best, kept)
+    evals = [r["eval_accuracy"] for r in read_metrics(tmp_path / "run") if "eval_accuracy" in r]
+    assert metrics["best_metric"] == max(evals)
+
+
+def test_early_stopping_and_fractional_evaluation(adapt_cli, tiny_bert_dir, text_data, tmp_path) -> None:
+    # 96 rows / 16 = 6 steps per epoch; evaluating every half epoch means every 3 steps. A
+    # threshold no evaluation can beat stops training after patience (2) evaluations.
+    result = adapt_cli(*train_args(tiny_bert_dir, text_data, "run", "--set", "training.num_train_epochs=10",
+                                   "--set", "training.evaluation_steps_interval=0.5",
+                                   "--set", "training.apply_early_stopping=true",
+                                   "--set", "training.early_stopping_patience=2",
+                                   "--set", "training.early_stopping_threshold=5.0"))
+    assert result.returncode == 0, result
+    eval_steps = [r["step"] for r in read_metrics(tmp_path / "run") if "eval_loss" in r]
+    assert eval_steps[:3] == [3, 6, 9], eval_steps
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train"]["epoch"] == pytest.approx(1.5), "stopped after 3 evaluations (patience 2)"
+
+
+def test_precision_16_on_cpu_runs_in_bf16_with_a_notice(adapt_cli, tiny_bert_dir, text_data) -> None:
+    result = adapt_cli(*train_args(tiny_bert_dir, text_data, "run", "--set", "training.max_steps=2",
+                                   "--set", "training.precision=16"))
+    assert result.returncode == 0, result
+    assert "training in bf16 on the CPU instead" in result.stderr
