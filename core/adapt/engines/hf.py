@@ -88,12 +88,15 @@ def training_arguments(run: Run, n_train: int, has_eval: bool, **extra: Any) -> 
         gradient_checkpointing=t.gradient_checkpointing,
         label_smoothing_factor=t.label_smoothing_factor,
         label_names=["labels"], report_to="none", disable_tqdm=False,
-        dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_pin_memory=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(),
         **_precision(t),
     )
     kwargs.update(run.backend.engine_settings("hf", run))
     kwargs.update(extra)
-    return TrainingArguments(**kwargs)
+    try:
+        return TrainingArguments(**kwargs)
+    except ValueError as exc:  # transformers' own checks of a combination of settings
+        raise ConfigError(f"training settings rejected by transformers: {exc}") from None
 
 
 class ProgressBar(ProgressCallback):
@@ -227,7 +230,8 @@ def train(run: Run) -> dict[str, Any]:
 
 def _eval_trainer(run: Run, loaded: Any, folder: str) -> Trainer:
     args = TrainingArguments(output_dir=folder, per_device_eval_batch_size=run.training.per_device_eval_batch_size,
-                             report_to="none", label_names=["labels"], **_precision(run.training))
+                             report_to="none", label_names=["labels"], use_cpu=not torch.cuda.is_available(),
+                             **_precision(run.training))
     return _progress(Trainer(model=loaded.model, args=args, data_collator=run.task.data_collator(run, loaded),
                              processing_class=loaded.processor, compute_metrics=run.task.compute_metrics(run, loaded)))
 
