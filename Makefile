@@ -24,11 +24,11 @@ demo: install
 	$(BIN)/python examples/demo/check.py runs/demo
 
 test: install
-	$(BIN)/ruff check core plugins tests bench examples
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lint: install
-	$(BIN)/ruff check core plugins tests bench examples
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf $(VENV) runs

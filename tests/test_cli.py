@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import yaml
-
 from adapt.config import TrainingConfig
 from adapt.testing import run_adapt
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from adapt.config import RunConfig, TrainingConfig, apply_override, parse_config, read_yaml
 from adapt.errors import ConfigError, PluginError
 from adapt.run import resolve

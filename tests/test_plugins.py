@@ -8,7 +8,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from adapt.plugins import Registry
 from adapt.testing import run_adapt
 

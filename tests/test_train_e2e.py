@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from adapt.testing import read_metrics
 
 pytestmark = pytest.mark.slow
@@ -61,7 +60,6 @@ def test_full_fine_tune_learns_and_writes_the_run_folder(adapt_cli, tiny_bert_di
 
 def test_saved_models_reload_with_equal_outputs(adapt_cli, tiny_bert_dir, text_data, tmp_path) -> None:
     import torch
-
     from adapt.plugins import get_registry
 
     result = adapt_cli(*train_args(tiny_bert_dir, text_data, "run", "--set", "training.num_train_epochs=2",
@@ -91,7 +89,7 @@ def test_saved_models_reload_with_equal_outputs(adapt_cli, tiny_bert_dir, text_d
     assert len(rows) == len(texts)
     probabilities = torch.softmax(reference, dim=-1)
     labels = [model.config.id2label[i] for i in range(probabilities.shape[1])]
-    for row, probs in zip(rows, probabilities):
+    for row, probs in zip(rows, probabilities, strict=True):
         assert row["label"] == labels[int(probs.argmax())]
         assert row["score"] == pytest.approx(float(probs.max()), abs=1e-5)
         assert set(row["scores"]) == set(labels)

@@ -3,8 +3,9 @@ the same hooks as any installed pack."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from adapt.api import Backend, LoadedModel, Saver
 from adapt.errors import ConfigError, ModelError

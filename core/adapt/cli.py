@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -20,7 +20,7 @@ app.add_typer(config_app, name="config")
 SET_HELP = "Override any config key: --set training.learning_rate=1e-4 (repeatable)."
 
 
-def _build_config(config: Optional[Path], flags: dict[str, Any], overrides: list[str]) -> tuple[Any, str | None]:
+def _build_config(config: Path | None, flags: dict[str, Any], overrides: list[str]) -> tuple[Any, str | None]:
     from adapt.config import apply_override, parse_config, read_yaml
 
     data = read_yaml(config) if config else {}
@@ -49,15 +49,15 @@ def _assign(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 @app.command()
 def train(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Run config YAML."),
-    task: Optional[str] = typer.Option(None, help="Task name (sets `task`)."),
-    method: Optional[str] = typer.Option(None, help="Method name (sets `method`)."),
-    backend: Optional[str] = typer.Option(None, help="Backend name (sets `backend`)."),
-    model: Optional[str] = typer.Option(None, help="Model folder, hub id or name (sets `model.path`)."),
-    train_data: Optional[str] = typer.Option(None, "--train", help="Training data (sets `data.train`)."),
-    validation: Optional[str] = typer.Option(None, help="Validation data (sets `data.validation`)."),
-    test: Optional[str] = typer.Option(None, help="Test data (sets `data.test`)."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Run folder (sets `output`)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Run config YAML."),
+    task: str | None = typer.Option(None, help="Task name (sets `task`)."),
+    method: str | None = typer.Option(None, help="Method name (sets `method`)."),
+    backend: str | None = typer.Option(None, help="Backend name (sets `backend`)."),
+    model: str | None = typer.Option(None, help="Model folder, hub id or name (sets `model.path`)."),
+    train_data: str | None = typer.Option(None, "--train", help="Training data (sets `data.train`)."),
+    validation: str | None = typer.Option(None, help="Validation data (sets `data.validation`)."),
+    test: str | None = typer.Option(None, help="Test data (sets `data.test`)."),
+    output: str | None = typer.Option(None, "--output", "-o", help="Run folder (sets `output`)."),
     saver: list[str] = typer.Option([], help="Saver name (sets `savers`; repeatable)."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
@@ -96,7 +96,7 @@ def _model_run(model_path: Path, overrides: list[str], purpose: str) -> tuple[An
 def evaluate(
     model: Path = typer.Argument(..., help="A run folder (or its model/ folder) written by adapt train."),
     data: str = typer.Option(..., "--data", "-d", help="Data file to evaluate on."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the metrics to this JSON file."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Also write the metrics to this JSON file."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Metrics of a trained model on a data file."""
@@ -114,7 +114,7 @@ def evaluate(
 def predict(
     model: Path = typer.Argument(..., help="A run folder (or its model/ folder) written by adapt train."),
     data: str = typer.Option(..., "--data", "-d", help="Data file to predict on."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write predictions (JSON lines) here instead of stdout."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write predictions (JSON lines) here instead of stdout."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Predictions of a trained model, one JSON line per input row."""

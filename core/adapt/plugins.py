@@ -18,9 +18,10 @@ import importlib
 import os
 import sys
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pluggy
 
@@ -142,11 +143,7 @@ class Registry:
             known = ", ".join(sorted(h for h in dir(hookspecs) if h.startswith("adapt_")))
             info.errors.append(f"invalid hook implementation: {exc} (known hooks: {known})")
             return
-        info.hooks = sorted(impl.name for impl in self._impls_of(info.name))
-
-    def _impls_of(self, plugin_name: str) -> Iterator[Any]:
-        for caller in self.pm.get_hookcallers(self.pm.get_plugin(plugin_name)) or []:
-            yield caller
+        info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(module) or [])
 
     def call_each(self, hook: str, **kwargs: Any) -> Iterator[tuple[PluginInfo, Any]]:
         """Call every implementation of ``hook`` separately, yielding (plugin, result or error),

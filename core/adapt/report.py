@@ -28,7 +28,7 @@ def plot_curves(metrics_jsonl: Path, png: Path) -> bool:
     losses = {k: v for k, v in series.items() if k.endswith("loss")}
     others = {k: v for k, v in series.items() if k not in losses}
     fig, axes = plt.subplots(1, 2 if others else 1, figsize=(11 if others else 6, 4), squeeze=False)
-    for ax, group, title in zip(axes[0], (losses, others), ("loss", "metrics")):
+    for ax, group, title in zip(axes[0], (losses, others), ("loss", "metrics"), strict=False):
         for key, points in sorted(group.items()):
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=key)
         ax.set_xlabel("step")

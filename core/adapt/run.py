@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from pydantic import BaseModel
 
 from adapt.api import Backend, Method, Saver, Task
 from adapt.config import RunConfig, validate_params
-from adapt.errors import ConfigError, PluginError
+from adapt.errors import AdaptError, ConfigError, PluginError
 from adapt.plugins import Registry, get_registry
 
 log = logging.getLogger("adapt")
@@ -191,7 +192,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def setup_logging(run: Run | None = None, level: int = logging.INFO) -> None:
+def setup_logging(run: Run | None = None, level: int = logging.INFO) -> logging.Handler | None:
     """Log to stderr, and to the run folder's train.log when there is a run."""
     logger = logging.getLogger("adapt")
     logger.setLevel(level)
@@ -208,6 +209,8 @@ def setup_logging(run: Run | None = None, level: int = logging.INFO) -> None:
         logger.addHandler(file_handler)
         for other in ("transformers", "peft"):
             logging.getLogger(other).addHandler(file_handler)
+        return file_handler
+    return None
 
 
 def parameter_report(model: Any) -> dict[str, Any]:
@@ -229,8 +232,9 @@ def train(run: Run) -> dict[str, Any]:
     """Train a resolved run and return its final metrics."""
     from adapt.engines import get_engine
 
+    new_folder = not run.output_dir.exists() or not any(run.output_dir.iterdir())
     prepare_output(run)
-    setup_logging(run)
+    handler = setup_logging(run)
     log.info("run folder: %s", run.output_dir)
     run.registry.notify("adapt_run_started", run=run)
     status, result = "failed", {}
@@ -241,6 +245,19 @@ def train(run: Run) -> dict[str, Any]:
     except KeyboardInterrupt:
         status = "interrupted"
         raise
+    except AdaptError:
+        # Bad input found before anything was trained: leave no folder that would block the
+        # corrected rerun ("already holds files"). Anything else stays for inspection.
+        if new_folder and run.is_main_process and not any(run.path("checkpoints").glob("checkpoint-*")):
+            shutil.rmtree(run.output_dir, ignore_errors=True)
+            new_folder = False
+            status = "removed"
+        raise
     finally:
-        write_status(run, status, finished=time.time())
+        if status != "removed":
+            write_status(run, status, finished=time.time())
         run.registry.notify("adapt_run_finished", run=run, result={"status": status, **result})
+        if handler is not None:
+            for name in ("adapt", "transformers", "peft"):
+                logging.getLogger(name).removeHandler(handler)
+            handler.close()

@@ -12,9 +12,10 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -158,7 +159,7 @@ def check_task(task: Task) -> None:
 
 def check_backend(backend: Backend) -> None:
     _check_named(backend, Backend)
-    assert getattr(type(backend), "launch") is not Backend.launch, f"{backend!r}: implement launch"
+    assert type(backend).launch is not Backend.launch, f"{backend!r}: implement launch"
 
 
 def method_run(head_modules: list[str] | None = None) -> Any:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AliasChoices, Field
-
 from adapt import ConfigError, Method, Params
+from pydantic import AliasChoices, Field
 
 ADAPTABLE = ("Linear", "Conv1d", "Conv2d", "Conv1D", "Embedding")
 
@@ -60,6 +59,7 @@ class LoraMethod(Method):
 
     def apply(self, model: Any, params: LoraParams, run: Any) -> Any:
         from peft import LoraConfig, get_peft_model
+        from peft.utils.error import NoMatchingPeftModuleError
 
         head = list(dict.fromkeys([*run.head_modules, *params.modules_to_save]))
         targets = params.target_modules or default_targets(model, head)
@@ -69,9 +69,7 @@ class LoraMethod(Method):
                             bias="none")
         try:
             return get_peft_model(model, config)
-        except ValueError as exc:
-            if "not found" not in str(exc) and "Target module" not in str(exc):
-                raise
+        except NoMatchingPeftModuleError:
             raise ConfigError(f"method_params.target_modules {targets} match no module of "
                               f"{type(model).__name__}; candidates: {', '.join(candidate_modules(model))}") from None
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
-
 from adapt import DataError, LoadedModel, ModelError, Params, Task, read_table, require_columns, split_off
+from pydantic import Field
 
 HEAD_NAMES = ("pre_classifier", "classifier", "score")
 
@@ -15,7 +14,7 @@ class TextClassificationParams(Params):
     text_column: str = Field("text", description="Column holding the text.")
     text_pair_column: str | None = Field(None, description="Column holding the second text of a pair (None: single texts).")
     label_column: str = Field("label", description="Column holding the label (multi-class) or the list of labels (multi-label).")
-    labels: list[str] | None = Field(None, description="Label names in order (None: every label seen in train / validation, sorted).")
+    labels: list[str] | None = Field(None, description="Label names in order (None: every label seen in the training data, sorted).")
     problem_type: Literal["auto", "single_label", "multi_label"] = Field(
         "auto", description="auto: multi_label when the label column holds lists.")
     max_seq_length: int = Field(-1, ge=-1, description="Truncate texts to this many tokens (-1: the model's maximum).")
@@ -52,15 +51,12 @@ class TextClassification(Task):
         p, data = run.task_params, run.config.data
         seen: set[str] = set()
         multi = False
-        for split, path in (("train", data.train), ("validation", data.validation)):
-            if not path:
-                continue
-            for value in self._read(run, split, path)[p.label_column]:
-                if isinstance(value, list):
-                    multi = True
-                    seen.update(_label_text(v) for v in value)
-                elif value is not None:
-                    seen.add(_label_text(value))
+        for value in self._read(run, "train", data.train)[p.label_column]:
+            if isinstance(value, list):
+                multi = True
+                seen.update(_label_text(v) for v in value)
+            elif value is not None:
+                seen.add(_label_text(value))
         problem = p.problem_type if p.problem_type != "auto" else ("multi_label" if multi else "single_label")
         labels = list(p.labels) if p.labels else _sorted_labels(seen)
         if len(labels) < 2 and problem == "single_label":
@@ -212,7 +208,7 @@ class TextClassification(Task):
                 logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
                 probs = torch.sigmoid(logits) if multi else torch.softmax(logits, dim=-1)
                 for p in probs.cpu().tolist():
-                    scores = dict(zip(labels, p))
+                    scores = dict(zip(labels, p, strict=True))
                     if multi:
                         rows.append({"labels": [name for name, s in scores.items() if s > 0.5], "scores": scores})
                     else:
