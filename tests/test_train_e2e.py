@@ -166,3 +166,36 @@ def test_precision_16_on_cpu_runs_in_bf16_with_a_notice(adapt_cli, tiny_bert_dir
                                    "--set", "training.precision=16"))
     assert result.returncode == 0, result
     assert "training in bf16 on the CPU instead" in result.stderr
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tiny_bert_dir, text_data, tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = train_args(tiny_bert_dir, text_data, "run", "--set", "training.num_train_epochs=12")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "adapt", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    deadline = time.time() + 120
+    while not list(checkpoints.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "SIGTERM received" in stderr and "resume_from_checkpoint=true" in stderr
+    status = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert status["status"] == "interrupted" and status["signal"] == "SIGTERM"
+    saved = sorted(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*"))
+    assert saved and saved[-1] < 72, saved  # stopped before the 12 epochs' 72 steps
+
+    resumed = subprocess.run([sys.executable, "-m", "adapt", *args, "--set", "training.resume_from_checkpoint=true"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from run/checkpoints/checkpoint-{saved[-1]}" in resumed.stderr
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "finished"
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]["epoch"] == 12

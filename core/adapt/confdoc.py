@@ -74,11 +74,17 @@ def show_config(task: Any, method: Any, backend: Any) -> str:
     return "\n".join(head + out) + "\n"
 
 
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "").replace("adapt.config.", "")
+
+
 def model_markdown(model: type[BaseModel], title: str) -> str:
     """A markdown table of a config model's fields (name, type, default, description)."""
     rows = [f"### {title}", "", "| key | type | default | description |", "|---|---|---|---|"]
     for name, info in model.model_fields.items():
-        annotation = str(info.annotation).replace("typing.", "").replace("|", "\\|")
+        annotation = _type_name(info.annotation).replace("|", "\\|")
         default = _default(info)
         default_text = "(required)" if info.is_required() else json.dumps(default, default=str)
         if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
@@ -86,3 +92,32 @@ def model_markdown(model: type[BaseModel], title: str) -> str:
         rows.append(f"| `{name}` | `{annotation}` | `{default_text}` | "
                     f"{(info.description or '').replace('|', '/')} |")
     return "\n".join(rows) + "\n"
+
+
+def reference_markdown() -> str:
+    """The configuration reference (docs/config-reference.md): the core's sections, then each
+    installed task, method, backend and saver with its own parameters."""
+    from adapt.config import DataConfig, ModelConfig, TrainingConfig
+    from adapt.plugins import KINDS, get_registry
+
+    parts = ["# Configuration reference", "",
+             "Generated from the config models by `python -m adapt.confdoc > docs/config-reference.md`",
+             "(`make docs`); a test fails when this file is out of date. `adapt config show --task T",
+             "--method M` prints the same as a commented YAML file.", "",
+             model_markdown(RunConfig, "Top level"), model_markdown(ModelConfig, "model"),
+             model_markdown(DataConfig, "data"), model_markdown(TrainingConfig, "training")]
+    registry = get_registry()
+    section = {"task": "task_params", "method": "method_params", "backend": "backend_params", "saver": None}
+    for kind in KINDS:
+        parts.append(f"## {kind.capitalize()}s\n")
+        for name in registry.names(kind):
+            obj = registry.get(kind, name)
+            owner = registry.owner(kind, name)
+            parts.append(f"### {kind} `{name}` ({owner.label if owner else 'unknown'})\n\n{obj.description}\n")
+            if obj.Params.model_fields and section[kind]:
+                parts.append(model_markdown(obj.Params, f"`{section[kind]}` of {name}").split("\n", 2)[2])
+    return "\n".join(parts).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from adapt.api import Backend, Method, Saver, Task
 from adapt.config import RunConfig, validate_params
-from adapt.errors import AdaptError, ConfigError, PluginError
+from adapt.errors import AdaptError, ConfigError, PluginError, RunInterrupted
 from adapt.plugins import Registry, get_registry
 
 log = logging.getLogger("adapt")
@@ -242,7 +242,7 @@ def train(run: Run) -> dict[str, Any]:
         result = run.backend.launch(lambda: get_engine(run.task.engine).train(run), run) or {}
         status = "finished"
         return result
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RunInterrupted):
         status = "interrupted"
         raise
     except AdaptError:

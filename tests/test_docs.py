@@ -1,0 +1,21 @@
+"""The docs stay true: the generated config reference is current, every hook is documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adapt import hookspecs
+from adapt.confdoc import reference_markdown
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_config_reference_is_up_to_date() -> None:
+    current = (DOCS / "config-reference.md").read_text(encoding="utf-8")
+    assert current == reference_markdown(), "docs/config-reference.md is stale: run `make docs`"
+
+
+def test_every_hook_is_documented_in_the_plugin_guide() -> None:
+    guide = (DOCS / "plugin-guide.md").read_text(encoding="utf-8")
+    hooks = [name for name in dir(hookspecs) if name.startswith("adapt_")]
+    assert hooks and all(f"`{name}" in guide for name in hooks), [h for h in hooks if f"`{h}" not in guide]
