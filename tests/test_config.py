@@ -67,6 +67,13 @@ def test_enum_lists_what_is_allowed() -> None:
         parse_config(minimal(training={"evaluation_strategy": "sometimes"}))
 
 
+def test_extra_optim_args_format() -> None:
+    cfg = parse_config(minimal(training={"extra_optim_args": "momentum=0.5;nesterov=True"}))
+    assert cfg.training.extra_optim_args == "momentum=0.5; nesterov=True"
+    with pytest.raises(ConfigError, match="training.extra_optim_args.*key=value"):
+        parse_config(minimal(training={"extra_optim_args": "momentum"}))
+
+
 def test_resume_accepts_the_spec_strings() -> None:
     cfg = parse_config(minimal(training={"resume_from_checkpoint": "true"}))
     assert cfg.training.resume_from_checkpoint is True

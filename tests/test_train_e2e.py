@@ -161,11 +161,17 @@ def test_early_stopping_and_fractional_evaluation(adapt_cli, tiny_bert_dir, text
     assert metrics["train"]["epoch"] == pytest.approx(1.5), "stopped after 3 evaluations (patience 2)"
 
 
-def test_precision_16_on_cpu_runs_in_bf16_with_a_notice(adapt_cli, tiny_bert_dir, text_data) -> None:
-    result = adapt_cli(*train_args(tiny_bert_dir, text_data, "run", "--set", "training.max_steps=2",
-                                   "--set", "training.precision=16"))
+def test_precision_and_memory_options_run(adapt_cli, tiny_bert_dir, text_data, tmp_path) -> None:
+    """precision 16 (bf16 on the CPU, with a notice), auto_find_batch_size, gradient
+    checkpointing and sgd with extra_optim_args, together on a short run."""
+    result = adapt_cli(*train_args(tiny_bert_dir, text_data, "run", "--set", "training.max_steps=4",
+                                   "--set", "training.precision=16", "--set", "training.auto_find_batch_size=true",
+                                   "--set", "training.gradient_checkpointing=true", "--set", "training.optim=sgd",
+                                   "--set", "training.extra_optim_args=momentum=0.9; nesterov=True"))
     assert result.returncode == 0, result
     assert "training in bf16 on the CPU instead" in result.stderr
+    losses = [r["loss"] for r in read_metrics(tmp_path / "run") if "loss" in r]
+    assert len(losses) == 2 and all(loss == loss for loss in losses)  # logged and not NaN
 
 
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tiny_bert_dir, text_data, tmp_path) -> None:

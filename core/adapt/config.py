@@ -81,6 +81,8 @@ class TrainingConfig(Section):
     auto_find_batch_size: bool = Field(False, description="On out-of-memory, halve the train batch size and retry until it fits.")
     optim: Literal[OPTIMIZERS] = Field(  # type: ignore[valid-type]
         "adamw_hf", description="Optimizer. adamw_hf / adamw (removed from transformers 5) run as adamw_torch.")
+    extra_optim_args: str | None = Field(
+        None, description="More optimizer arguments as 'key=value; key=value' (Azure ML style), e.g. 'momentum=0.9; nesterov=True' for sgd.")
     learning_rate: float = Field(2e-5, gt=0, description="Initial learning rate.")
     lr_scheduler_type: Literal[SCHEDULERS] = Field(  # type: ignore[valid-type]
         "linear", description="Learning-rate schedule; warmup_* names (Azure ML image components) mean the same schedule with warmup_steps.")
@@ -118,6 +120,17 @@ class TrainingConfig(Section):
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
     label_smoothing_factor: float = Field(0.0, ge=0, lt=1, description="Label smoothing for classification losses (0: none).")
     overwrite_output_dir: bool = Field(False, description="Allow training into an output folder that already holds files (they may be overwritten).")
+
+    @field_validator("extra_optim_args")
+    @classmethod
+    def _optim_args(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        items = [item.strip() for item in value.replace(",", ";").split(";") if item.strip()]
+        bad = [item for item in items if "=" not in item or not item.split("=", 1)[0].strip()]
+        if bad:
+            raise ValueError(f"expected 'key=value; key=value', got {bad[0]!r}")
+        return "; ".join(items)
 
     @field_validator("precision", mode="before")
     @classmethod

@@ -71,6 +71,7 @@ def training_arguments(run: Run, n_train: int, has_eval: bool, **extra: Any) -> 
         per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_eval_batch_size,
         auto_find_batch_size=t.auto_find_batch_size, optim=optim,
+        optim_args=t.extra_optim_args.replace("; ", ",") if t.extra_optim_args else None,
         learning_rate=t.learning_rate,
         lr_scheduler_type=SCHEDULER_ALIASES.get(t.lr_scheduler_type, t.lr_scheduler_type),
         warmup_steps=t.warmup_steps, weight_decay=t.weight_decay,
