@@ -74,6 +74,14 @@ def test_extra_optim_args_format() -> None:
         parse_config(minimal(training={"extra_optim_args": "momentum"}))
 
 
+def test_strategy_no_survives_yaml() -> None:
+    data = minimal()
+    apply_override(data, "training.save_strategy=no")
+    apply_override(data, "training.evaluation_strategy=no")
+    cfg = parse_config(data)
+    assert cfg.training.save_strategy == "no" and cfg.training.evaluation_strategy == "no"
+
+
 def test_resume_accepts_the_spec_strings() -> None:
     cfg = parse_config(minimal(training={"resume_from_checkpoint": "true"}))
     assert cfg.training.resume_from_checkpoint is True

@@ -68,9 +68,10 @@ class Task(_Named):
         """Load the pretrained model at ``source`` (a path or hub id) shaped by ``meta``."""
         raise NotImplementedError
 
-    def head_modules(self, model: torch.nn.Module) -> list[str]:
-        """Names of the task head's modules, trained by every method (e.g. ``["classifier"]``)."""
-        return []
+    def head_modules(self, model: torch.nn.Module) -> list[str] | None:
+        """Names of the task head's modules, trained by every method (e.g. ``["classifier"]``);
+        ``[]`` when the model has no separate head; None to let the method find it."""
+        return None
 
     def load_data(self, run: Run, loaded: LoadedModel, splits: dict[str, str]) -> dict[str, Any]:
         """Read and preprocess the named splits ({"train": path, ...}) into engine datasets."""

@@ -132,6 +132,11 @@ class TrainingConfig(Section):
             raise ValueError(f"expected 'key=value; key=value', got {bad[0]!r}")
         return "; ".join(items)
 
+    @field_validator("evaluation_strategy", "logging_strategy", "save_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML 1.1 reads a bare `no` as false
+
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_text(cls, value: Any) -> Any:

@@ -52,7 +52,7 @@ class Run:
     source: str | None = None
     rank: int = 0
     world_size: int = 1
-    head_modules: list[str] = field(default_factory=list)
+    head_modules: list[str] | None = None
     load_options: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -112,7 +112,6 @@ def resolve(config: RunConfig, registry: Registry | None = None, source: str | N
         output_dir=config.output_dir(), registry=registry, source=source,
     )
     _check_combinations(run, purpose)
-    run.load_options = method.load_options(run.method_params)
     return run
 
 

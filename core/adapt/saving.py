@@ -95,6 +95,7 @@ def load_run_model(run: Any, model_dir: str | Path) -> LoadedModel:
     if info["format"] == "native":
         run.load_options = {}
         return run.task.load_model(run, str(model_dir), meta)
+    run.load_options = run.method.load_options(run.method_params)
     loaded = run.task.load_model(run, info["base_model"], meta)
     run.head_modules = run.task.head_modules(loaded.model)
     loaded.model = run.method.apply(loaded.model, run.method_params, run)

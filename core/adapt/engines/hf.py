@@ -162,6 +162,7 @@ def train(run: Run) -> dict[str, Any]:
     transformers.set_seed(t.seed)
     task, method = run.task, run.method
     meta = task.inspect_data(run)
+    run.load_options = method.load_options(run.method_params)
     source = run.config.model.path
     loaded = task.load_model(run, source, meta)
     run.head_modules = task.head_modules(loaded.model)

@@ -163,20 +163,25 @@ def check_backend(backend: Backend) -> None:
 
 
 def method_run(head_modules: list[str] | None = None) -> Any:
-    """The part of a Run a method sees, for testing methods outside a run."""
+    """The part of a Run a method sees, for testing methods outside a run (``head_modules``:
+    the task's head; None lets the method find it)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(head_modules=list(head_modules or []), load_options={})
+    return SimpleNamespace(head_modules=None if head_modules is None else list(head_modules), load_options={})
 
 
 def check_method(method: Method, make_model: Callable[[], tuple[Any, dict[str, Any]]],
                  head_modules: list[str] | None = None, params: BaseModel | None = None,
-                 atol: float = 1e-4) -> dict[str, Any]:
+                 atol: float = 1e-4, steps: int = 8) -> dict[str, Any]:
     """Apply ``method`` to a fresh model from ``make_model()`` (which returns the model and
-    forward keyword arguments whose output has a ``logits`` or is a tensor) and check that:
-    something trains, an optimizer step changes only trainable parameters, and a merged model
-    gives the adapted model's outputs within ``atol``. Returns what it measured."""
+    forward keyword arguments whose output has ``logits`` or is a tensor) and check that:
+    something trains; optimizer steps change only trainable parameters and lower a loss; the
+    trainable tensors saved and loaded onto a fresh model give the same outputs (how adapt
+    saves an unmerged adapter); a merged model gives the adapted model's outputs within
+    ``atol``. Returns what it measured."""
     import torch
+
+    from adapt.saving import adapter_state
 
     _check_named(method, Method)
     params = params or method.Params()
@@ -186,16 +191,35 @@ def check_method(method: Method, make_model: Callable[[], tuple[Any, dict[str, A
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable, f"{method!r}: no parameter trains after apply"
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
-    _output(model, inputs).float().pow(2).mean().backward()
-    optimizer.step()
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = _output(model, inputs).float().pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
     changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
-    assert changed, f"{method!r}: one optimizer step changed no parameter"
+    assert changed, f"{method!r}: {steps} optimizer steps changed no parameter"
     assert changed <= trainable, f"{method!r}: frozen parameters changed: {sorted(changed - trainable)[:5]}"
+    assert losses[-1] < losses[0], f"{method!r}: the loss did not decrease: {losses}"
     model.eval()
     with torch.no_grad():
         adapted = _output(model, inputs).detach().clone()
+
+    torch.manual_seed(1)
+    fresh, _ = make_model()
+    fresh = method.apply(fresh, params, method_run(head_modules))
+    state = adapter_state(model)
+    unknown = set(state) - set(fresh.state_dict())
+    assert not unknown, f"{method!r}: re-applying the method does not recreate {sorted(unknown)[:5]}"
+    fresh.load_state_dict(state, strict=False)
+    fresh.eval()
+    with torch.no_grad():
+        reload_difference = float((_output(fresh, inputs) - adapted).abs().max())
+    assert reload_difference <= 1e-5, f"{method!r}: reloaded adapter outputs differ by {reload_difference}"
+
     merged = method.merge(model, params)
     difference = None
     if merged is not None:
@@ -203,7 +227,10 @@ def check_method(method: Method, make_model: Callable[[], tuple[Any, dict[str, A
         with torch.no_grad():
             difference = float((_output(merged, inputs) - adapted).abs().max())
         assert difference <= atol, f"{method!r}: merged outputs differ by {difference} (> {atol})"
-    return {"trainable": sorted(trainable), "changed": sorted(changed), "merge_difference": difference}
+        leftovers = [n for n, _ in merged.named_parameters() if "lora_" in n or "ssf_" in n]
+        assert not leftovers, f"{method!r}: merged model still holds adapter parameters {leftovers[:3]}"
+    return {"trainable": sorted(trainable), "changed": sorted(changed), "losses": losses,
+            "merge_difference": difference, "reload_difference": reload_difference}
 
 
 def _output(model: Any, inputs: dict[str, Any]) -> Any:

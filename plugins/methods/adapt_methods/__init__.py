@@ -7,10 +7,14 @@ from collections.abc import Callable
 from adapt import Method, hookimpl
 
 from adapt_methods.full import FullMethod
-from adapt_methods.lora import LoraMethod
+from adapt_methods.last_layer import LastLayerMethod
+from adapt_methods.lora import DoraMethod, LoraMethod, QDoraMethod, QLoraMethod
+from adapt_methods.ssf import QSSFMethod, SSFMethod
+
+METHODS = (FullMethod, LastLayerMethod, LoraMethod, DoraMethod, SSFMethod, QLoraMethod, QDoraMethod, QSSFMethod)
 
 
 @hookimpl
 def adapt_register_methods(register: Callable[[Method], None]) -> None:
-    register(FullMethod())
-    register(LoraMethod())
+    for method in METHODS:
+        register(method())

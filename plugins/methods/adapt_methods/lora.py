@@ -1,16 +1,35 @@
-"""LoRA through peft: low-rank adapters on the targeted layers, plus the task's head."""
+"""LoRA and DoRA through peft, on a full-precision or bitsandbytes-quantized base, plus the head.
+
+qlora / qdora are the same methods with ``load_in_4bit: true`` by default; ``load_in_4bit`` on
+lora / dora means the same thing.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from adapt import ConfigError, Method, Params
 from pydantic import AliasChoices, Field
 
-ADAPTABLE = ("Linear", "Conv1d", "Conv2d", "Conv1D", "Embedding")
+from adapt import ConfigError, Method
+
+from adapt_methods.common import (
+    CONV_KINDS,
+    LINEAR_KINDS,
+    QuantizationParams,
+    ensure_quantized,
+    head_of,
+    kind,
+    quantization_load_options,
+    quantized_kind,
+)
+from adapt_methods.targets import lora_targets, resolve_targets
+
+log = logging.getLogger("adapt")
+PEFT_KINDS = LINEAR_KINDS + CONV_KINDS + ("Embedding", "Conv1d", "Conv3d", "MultiheadAttention")
 
 
-class LoraParams(Params):
+class LoraParams(QuantizationParams):
     r: int = Field(8, ge=1, validation_alias=AliasChoices("r", "lora_r"),
                    description="Rank of the low-rank update (Azure ML: lora_r).")
     alpha: float = Field(16, gt=0, validation_alias=AliasChoices("alpha", "lora_alpha"),
@@ -18,62 +37,98 @@ class LoraParams(Params):
     dropout: float = Field(0.1, ge=0, lt=1, validation_alias=AliasChoices("dropout", "lora_dropout"),
                            description="Dropout on the adapter's input (Azure ML: lora_dropout).")
     target_modules: list[str] | None = Field(
-        None, description="Module names (or name suffixes) to adapt; None: peft's default for the model family, "
-                          "else every Linear layer outside the head.")
-    fan_in_fan_out: bool = Field(False, description="The targeted layers store weights as (in, out), as GPT-2's Conv1D does.")
+        None, description="Module names or name suffixes to adapt; None: the model family's default "
+                          "(attention projections for transformers, backbone and neck for detectors, every layer otherwise).")
+    fan_in_fan_out: bool = Field(False, description="The targeted layers store weights as (in, out); set automatically for GPT-2's Conv1D.")
     init_lora_weights: bool | str = Field(
-        True, description="true: B = 0 so training starts from the pretrained model; false: random (testing); "
+        True, description="true: B = 0 so training starts from the pretrained model; false: random (for tests); "
                           "or a peft scheme name (gaussian, pissa, olora...).")
     merge_weights: bool = Field(True, validation_alias=AliasChoices("merge_weights", "merge_lora_weights"),
                                 description="Fold the adapters into the base weights before saving (Azure ML: merge_lora_weights).")
-    modules_to_save: list[str] = Field(
-        default_factory=list, description="Further modules trained in full besides the task's head.")
+    modules_to_save: list[str] = Field(default_factory=list, description="Further modules trained in full besides the head.")
+    head_modules: list[str] | None = Field(None, description="The head, trained in full (None: the task's, else found automatically).")
 
 
-def candidate_modules(model: Any) -> list[str]:
-    """Names (last components) of the modules LoRA could target, for error messages and defaults."""
-    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-             if type(module).__name__ in ADAPTABLE and name}
-    return sorted(names)
+class DoraParams(LoraParams):
+    r: int = Field(16, ge=1, validation_alias=AliasChoices("r", "lora_r"), description="Rank of the low-rank direction update.")
+    alpha: float = Field(8, gt=0, validation_alias=AliasChoices("alpha", "lora_alpha"), description="Scaling of the update (alpha / r).")
 
 
-def default_targets(model: Any, head: list[str]) -> list[str] | None:
-    """None lets peft choose for the transformers families it knows; otherwise every Linear."""
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as known
+class QLoraParams(LoraParams):
+    load_in_4bit: bool = Field(True, description="Load the frozen base model in 4 bit (set load_in_8bit for 8 bit).")
+    merge_weights: bool = Field(False, validation_alias=AliasChoices("merge_weights", "merge_lora_weights"),
+                                description="Quantized bases cannot be merged exactly: the adapter is saved apart.")
 
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type in known:
-        return None
-    linear = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-              if type(module).__name__ == "Linear" and not any(name == h or name.startswith(h + ".") for h in head)}
-    if not linear:
-        raise ConfigError(f"method_params.target_modules: the model ({type(model).__name__}) has no Linear "
-                          f"layer outside its head to adapt; name targets among: {', '.join(candidate_modules(model))}")
-    return sorted(linear)
+
+class QDoraParams(DoraParams):
+    load_in_4bit: bool = Field(True, description="Load the frozen base model in 4 bit (DoRA does not work on 8 bit).")
+    merge_weights: bool = Field(False, validation_alias=AliasChoices("merge_weights", "merge_lora_weights"),
+                                description="Quantized bases cannot be merged exactly: the adapter is saved apart.")
 
 
 class LoraMethod(Method):
     name = "lora"
-    description = "Low-rank adapters (peft) on the targeted layers, plus the task's head; merges back by default."
+    description = "Low-rank adapters (peft) on the targeted layers, plus the task's head; merged back by default."
     Params = LoraParams
+    use_dora = False
+
+    def load_options(self, params: LoraParams) -> dict[str, Any]:
+        return quantization_load_options(params)
 
     def apply(self, model: Any, params: LoraParams, run: Any) -> Any:
         from peft import LoraConfig, get_peft_model
-        from peft.utils.error import NoMatchingPeftModuleError
 
-        head = list(dict.fromkeys([*run.head_modules, *params.modules_to_save]))
-        targets = params.target_modules or default_targets(model, head)
-        config = LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
-                            target_modules=targets, fan_in_fan_out=params.fan_in_fan_out,
-                            init_lora_weights=params.init_lora_weights, modules_to_save=head or None,
+        head = head_of(model, run, params.head_modules)
+        model = ensure_quantized(model, params, head)
+        if self.use_dora and quantized_kind(model) == "8bit":
+            raise ConfigError(f"method {self.name}: DoRA on an 8-bit base does not work (bitsandbytes' int8 layers "
+                              "give peft no weight to normalise); use load_in_4bit (qdora), or lora on 8 bit")
+        if params.target_modules:
+            resolve_targets(model, params.target_modules, PEFT_KINDS)
+            targets = params.target_modules
+        else:
+            targets = lora_targets(model, head)
+        names = dict(model.named_modules())
+        conv1d = any(kind(m) == "Conv1D" for n, m in names.items() if n in targets or
+                     any(n.endswith("." + t) for t in targets))
+        config = LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout, target_modules=targets,
+                            fan_in_fan_out=params.fan_in_fan_out or conv1d, init_lora_weights=params.init_lora_weights,
+                            use_dora=self.use_dora, modules_to_save=[*head, *params.modules_to_save] or None,
                             bias="none")
         try:
             return get_peft_model(model, config)
-        except NoMatchingPeftModuleError:
-            raise ConfigError(f"method_params.target_modules {targets} match no module of "
-                              f"{type(model).__name__}; candidates: {', '.join(candidate_modules(model))}") from None
+        except ValueError as exc:  # peft's checks of a target it cannot adapt (rank vs groups...)
+            raise ConfigError(f"method {self.name}: peft cannot adapt these targets: {exc}") from None
 
     def merge(self, model: Any, params: LoraParams) -> Any:
         if not params.merge_weights:
             return None
+        if quantized_kind(model):
+            log.warning("merge_weights: merging into a %s base would re-quantize the weights and change the "
+                        "outputs; the adapter is saved unmerged", quantized_kind(model))
+            return None
+        grouped = [n for n, m in model.named_modules() if hasattr(m, "lora_A") and getattr(m.get_base_layer(), "groups", 1) > 1]
+        if grouped:
+            log.warning("merge_weights: peft cannot merge LoRA into grouped convolutions (%s); the adapter is saved "
+                        "unmerged", ", ".join(grouped[:3]))
+            return None
         return model.merge_and_unload()
+
+
+class DoraMethod(LoraMethod):
+    name = "dora"
+    description = "Weight-decomposed LoRA (peft use_dora): magnitude and low-rank direction updates, plus the head."
+    Params = DoraParams
+    use_dora = True
+
+
+class QLoraMethod(LoraMethod):
+    name = "qlora"
+    description = "LoRA on a base model quantized to 4 (or 8) bit with bitsandbytes; the adapter is saved apart."
+    Params = QLoraParams
+
+
+class QDoraMethod(DoraMethod):
+    name = "qdora"
+    description = "DoRA on a base model quantized to 4 bit with bitsandbytes; the adapter is saved apart."
+    Params = QDoraParams

@@ -1,85 +1,221 @@
-"""full and lora on a tiny BERT classifier and on a plain torch model: what trains, what changes
-after a step, merge equality, and target errors."""
+"""Every method on a tiny BERT classifier, tiny causal LMs (GPT-2's Conv1D, Llama) and a plain
+torch CNN: the right parameters train and only those change, the loss falls, an unmerged
+adapter reloads exactly, a merged model gives the same outputs; and the errors users meet."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
+
 from adapt import ConfigError
 from adapt.testing import check_method, method_run, tiny_bert
-from adapt_methods.full import FullMethod
-from adapt_methods.lora import LoraMethod, LoraParams
+from adapt_methods import METHODS
+from adapt_methods.common import quantized_kind
+
+BY_NAME = {m.name: m() for m in METHODS}
 
 
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return tiny_bert(tmp_path_factory.mktemp("bert"))
+    return tiny_bert(tmp_path_factory.mktemp("bert"), hidden_size=64)
 
 
-@pytest.fixture
-def bert_classifier(bert_dir: str):  # noqa: ANN201
+def bert_factory(bert_dir: str, method, params):  # noqa: ANN001, ANN201
     from transformers import AutoModelForSequenceClassification
 
     def make():  # noqa: ANN202
-        model = AutoModelForSequenceClassification.from_pretrained(bert_dir, num_labels=3)
-        ids = torch.randint(5, 40, (4, 9))
+        model = AutoModelForSequenceClassification.from_pretrained(bert_dir, num_labels=3,
+                                                                   **method.load_options(params))
+        ids = torch.randint(5, 40, (4, 9), generator=torch.Generator().manual_seed(0))
         return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
     return make
 
 
-class TinyNet(torch.nn.Module):
-    """Not a transformers model: methods must work on any module."""
+def causal_factory(family: str, method, params):  # noqa: ANN001, ANN201
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    def make():  # noqa: ANN202
+        torch.manual_seed(0)
+        if family == "gpt2":
+            model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2))
+        else:
+            model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                                 num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                                 max_position_embeddings=32))
+        ids = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(0))
+        return model, {"input_ids": ids}
+
+    return make
+
+
+class TinyCNN(torch.nn.Module):
+    """A plain torch CNN (conv, batch norm, a depthwise conv, a linear head): no transformers."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16))
-        self.head = torch.nn.Linear(16, 2)
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+        self.depthwise = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.block = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU())
+        self.fc = torch.nn.Linear(16, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.body(x)))
+        return self.fc(self.block(self.depthwise(self.stem(x))).mean(dim=(2, 3)))
 
 
-def make_tinynet():  # noqa: ANN201
-    return TinyNet(), {"x": torch.randn(5, 6)}
+def cnn_factory(method, params):  # noqa: ANN001, ANN201
+    def make():  # noqa: ANN202
+        torch.manual_seed(0)
+        return TinyCNN(), {"x": torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))}
+
+    return make
 
 
-def test_full_trains_everything(bert_classifier) -> None:
-    report = check_method(FullMethod(), bert_classifier, head_modules=["classifier"])
-    model, _ = bert_classifier()
-    assert len(report["trainable"]) == len(list(model.parameters()))
+ADAPTER = re.compile(r"lora_|ssf_")
 
 
-def test_lora_trains_adapters_and_head_only_and_merges(bert_classifier) -> None:
-    params = LoraParams(init_lora_weights=False)
-    report = check_method(LoraMethod(), bert_classifier, head_modules=["classifier"], params=params)
-    trainable = report["trainable"]
-    assert trainable and all("lora_" in n or ".classifier." in n for n in trainable), trainable
-    # peft's BERT default targets query and value
-    assert any("query.lora_A" in n for n in trainable) and any("value.lora_B" in n for n in trainable)
-    assert not any("key.lora" in n for n in trainable)
-    assert any(".classifier." in n for n in trainable)
+def only(trainable: list[str], *patterns: str) -> bool:
+    return all(any(re.search(p, n) for p in patterns) for n in trainable)
+
+
+# method -> what may train on a model whose head is `head`
+def expected_patterns(method: str, head: str) -> tuple[str, ...]:
+    if method == "full":
+        return (".",)
+    if method == "last_layer":
+        return (rf"(^|\.){head}\.",)
+    return (r"lora_", r"ssf_", rf"(^|\.){head}\.")
+
+
+FP_METHODS = ["full", "last_layer", "lora", "dora", "ssf"]
+
+
+@pytest.mark.parametrize("name", FP_METHODS)
+def test_bert_classifier(name: str, bert_dir: str) -> None:
+    method = BY_NAME[name]
+    params = method.Params(**({"init_lora_weights": False} if "lora" in method.Params.model_fields
+                              and name in ("lora", "dora") else {}))
+    report = check_method(method, bert_factory(bert_dir, method, params), head_modules=["classifier"], params=params)
+    assert only(report["trainable"], *expected_patterns(name, "classifier")), report["trainable"]
+    assert any("classifier" in n for n in report["trainable"])
+    if name in ("lora", "dora"):  # peft's BERT defaults: query and value
+        assert any("query.lora_A" in n for n in report["trainable"]) and not any("key.lora" in n for n in report["trainable"])
+    if name == "dora":
+        assert any("lora_magnitude_vector" in n for n in report["trainable"])
+    if name == "ssf":
+        assert any("LayerNorm.ssf_scale" in n for n in report["trainable"])
     assert report["merge_difference"] is not None and report["merge_difference"] <= 1e-4
 
 
-def test_lora_on_a_plain_torch_model(tmp_path) -> None:
-    report = check_method(LoraMethod(), make_tinynet, head_modules=["head"], params=LoraParams(init_lora_weights=False))
-    assert any("body.0.lora_A" in n for n in report["trainable"])
-    assert any("head" in n and "lora" not in n for n in report["trainable"])
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("name", ["lora", "dora", "ssf", "last_layer"])
+def test_causal_lm(name: str, family: str) -> None:
+    method = BY_NAME[name]
+    overrides = {"init_lora_weights": False} if name in ("lora", "dora") else {}
+    overrides |= {"head_modules": ["lm_head"]} if name == "last_layer" else {}
+    params = method.Params(**overrides)
+    # a causal LM's head is tied to its input embeddings: the task says "no separate head"
+    report = check_method(method, causal_factory(family, method, params), head_modules=[], params=params)
+    if name in ("lora", "dora"):
+        target = "c_attn" if family == "gpt2" else "q_proj"
+        assert all("lora_" in n for n in report["trainable"]) and any(target in n for n in report["trainable"])
+    if name != "last_layer":
+        assert report["merge_difference"] <= 1e-4  # GPT-2's Conv1D needs fan_in_fan_out: set automatically
 
 
-def test_user_targets_are_honoured_and_bad_ones_list_candidates(bert_classifier) -> None:
-    model, _ = bert_classifier()
-    adapted = LoraMethod().apply(model, LoraParams(target_modules=["key"]), method_run(["classifier"]))
-    names = [n for n, p in adapted.named_parameters() if p.requires_grad]
-    assert any("key.lora_A" in n for n in names) and not any("query.lora" in n for n in names)
-    model, _ = bert_classifier()
-    with pytest.raises(ConfigError) as err:
-        LoraMethod().apply(model, LoraParams(target_modules=["qkv_proj"]), method_run(["classifier"]))
-    assert "qkv_proj" in str(err.value) and "query" in str(err.value) and "dense" in str(err.value)
+@pytest.mark.parametrize("name", FP_METHODS)
+def test_plain_torch_cnn(name: str) -> None:
+    method = BY_NAME[name]
+    params = method.Params(**({"init_lora_weights": False} if name in ("lora", "dora") else {}))
+    report = check_method(method, cnn_factory(method, params), params=params)  # head found: the last layer, fc
+    assert only(report["trainable"], *expected_patterns(name, "fc")), report["trainable"]
+    if name in ("lora", "dora"):
+        assert any("stem.0.lora_A" in n for n in report["trainable"])
+        assert not any("depthwise" in n for n in report["trainable"]), "grouped convs are not default targets"
+    if name == "ssf":
+        assert any("stem.1.ssf_scale" in n for n in report["trainable"])  # after batch norm
+        assert any("depthwise.ssf_scale" in n for n in report["trainable"])  # folds into grouped convs too
+    assert report["merge_difference"] <= 1e-4
 
 
-def test_unmerged_lora_is_kept_apart(bert_classifier) -> None:
-    model, _ = bert_classifier()
-    adapted = LoraMethod().apply(model, LoraParams(), method_run(["classifier"]))
-    assert LoraMethod().merge(adapted, LoraParams(merge_weights=False)) is None
+@pytest.mark.parametrize("name,bits", [("qlora", 4), ("qdora", 4), ("qssf", 4), ("qlora", 8), ("qssf", 8),
+                                       ("lora", 4)])
+def test_quantized_forms_train_on_cpu(name: str, bits: int, bert_dir: str) -> None:
+    method = BY_NAME[name]
+    params = method.Params(**{f"load_in_{bits}bit": True, "bnb_4bit_compute_dtype": "float32"})
+    make = bert_factory(bert_dir, method, params)
+    model, _ = make()
+    assert quantized_kind(model) == f"{bits}bit"
+    report = check_method(method, make, head_modules=["classifier"], params=params)
+    assert only(report["trainable"], r"lora_", r"ssf_", r"classifier\.")
+    assert report["merge_difference"] is None, "a quantized base is saved unmerged"
+
+
+def test_quantized_form_quantizes_a_plain_torch_model() -> None:
+    method = BY_NAME["qssf"]
+    params = method.Params(bnb_4bit_compute_dtype="float32")
+
+    class MLP(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
+                                            torch.nn.ReLU(), torch.nn.Linear(64, 16))
+            self.head = torch.nn.Linear(16, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.body(x))
+
+    def make():  # noqa: ANN202
+        torch.manual_seed(0)
+        return MLP(), {"x": torch.randn(4, 64, generator=torch.Generator().manual_seed(0))}
+
+    model = method.apply(make()[0], params, method_run(None))
+    kinds = [type(m).__name__ for m in (model.body[0], model.body[2], model.body[4], model.head)]
+    # the head stays full precision; so does a layer too narrow for bitsandbytes' CPU blocks
+    assert kinds == ["Linear4bit", "Linear4bit", "Linear", "Linear"], kinds
+    check_method(method, make, params=params)
+
+
+def test_q_forms_mean_load_in_4bit() -> None:
+    assert BY_NAME["qlora"].Params().load_in_4bit and BY_NAME["qssf"].Params().load_in_4bit
+    assert BY_NAME["lora"].Params(load_in_4bit=True).quantized
+    eight = BY_NAME["qlora"].Params(load_in_8bit=True)
+    assert eight.load_in_8bit and not eight.load_in_4bit
+    with pytest.raises(ValueError, match="exclude each other"):
+        BY_NAME["lora"].Params(load_in_4bit=True, load_in_8bit=True)
+
+
+def test_dora_on_8_bit_fails_clearly(bert_dir: str) -> None:
+    method = BY_NAME["qdora"]
+    params = method.Params(load_in_8bit=True)
+    model, _ = bert_factory(bert_dir, method, params)()
+    with pytest.raises(ConfigError, match="DoRA on an 8-bit base does not work"):
+        method.apply(model, params, method_run(["classifier"]))
+
+
+def test_user_targets_are_honoured_and_bad_ones_list_candidates(bert_dir: str) -> None:
+    for name in ("lora", "ssf"):
+        method = BY_NAME[name]
+        model, _ = bert_factory(bert_dir, method, method.Params())()
+        adapted = method.apply(model, method.Params(target_modules=["key"]), method_run(["classifier"]))
+        names = [n for n, p in adapted.named_parameters() if p.requires_grad]
+        assert any(re.search(r"key\.(lora_A|ssf_scale)", n) for n in names), names
+        assert not any(re.search(r"query\.(lora|ssf)", n) for n in names)
+        model, _ = bert_factory(bert_dir, method, method.Params())()
+        with pytest.raises(ConfigError) as err:
+            method.apply(model, method.Params(target_modules=["qkv_proj"]), method_run(["classifier"]))
+        assert "qkv_proj" in str(err.value) and "query" in str(err.value) and "dense" in str(err.value)
+
+
+def test_wrong_head_override_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="classifier is not a module of TinyCNN.*fc"):
+        BY_NAME["last_layer"].apply(TinyCNN(), BY_NAME["last_layer"].Params(head_modules=["classifier"]), method_run())
+
+
+def test_lora_on_grouped_conv_is_kept_unmerged() -> None:
+    method = BY_NAME["lora"]
+    params = method.Params(target_modules=["depthwise"], r=8)
+    model = method.apply(TinyCNN(), params, method_run(["fc"]))
+    assert method.merge(model, params) is None

@@ -1,0 +1,30 @@
+"""Last-layer tuning: only the head trains (a classifier, a bbox head, a keypoint head...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from adapt import ConfigError, Method, Params
+
+from adapt_methods.common import freeze_all_but, head_of
+
+
+class LastLayerParams(Params):
+    head_modules: list[str] | None = Field(
+        None, description="Modules to train (None: the task's head, else the last Linear / Conv layer).")
+
+
+class LastLayerMethod(Method):
+    name = "last_layer"
+    description = "Freeze the model and train only its head: the cheapest method, a strong baseline for vision."
+    Params = LastLayerParams
+
+    def apply(self, model: Any, params: LastLayerParams, run: Any) -> Any:
+        head = head_of(model, run, params.head_modules)
+        if not head:
+            raise ConfigError(f"method last_layer: found no head in {type(model).__name__}; "
+                              "name it in method_params.head_modules")
+        freeze_all_but(model, head)
+        return model

@@ -1,0 +1,77 @@
+"""Default target modules per model family, when the user names none.
+
+Users' ``target_modules`` are always used as given. Without them: transformers families use
+peft's own defaults when they match the model (BERT, RoBERTa, DeBERTa, GPT-2, Llama, T5, BART...),
+else the attention projections found by name (ViT in transformers 5: q_proj / v_proj); models
+with a ``backbone`` (mmdet, mmpose) are adapted in their backbone and neck; any other model (timm
+CNNs, your own) in every layer of the kind outside its head.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapt import ConfigError
+
+from adapt_methods.common import CONV_KINDS, LINEAR_KINDS, NORM_KINDS, candidate_names, in_any, kind, matches, tied
+
+ATTENTION_PROJECTIONS = ("q_proj", "v_proj", "query", "value", "q", "v", "c_attn", "qkv", "query_proj",
+                         "value_proj", "in_proj")
+
+
+def scope(model: Any) -> list[str]:
+    """Where defaults apply: backbone and neck of detectors / pose models, else everywhere."""
+    parts = [name for name in ("backbone", "neck") if hasattr(model, name)]
+    return parts if "backbone" in parts else [""]
+
+
+def _in_scope(name: str, prefixes: list[str]) -> bool:
+    return prefixes == [""] or in_any(name, prefixes)
+
+
+def _grouped(module: Any) -> bool:
+    return getattr(module, "groups", 1) > 1
+
+
+def lora_targets(model: Any, head: list[str]) -> list[str]:
+    """Full names of the modules LoRA / DoRA adapt by default."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as peft_defaults
+
+    shared = tied(model)  # adapting a tied head would change the embeddings too
+    modules = [(n, m) for n, m in model.named_modules() if n and not in_any(n, head) and n not in shared]
+    linear = [(n, m) for n, m in modules if kind(m) in LINEAR_KINDS]
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    known = peft_defaults.get(model_type) or []
+    chosen = [n for n, _ in linear if matches(n, known)]
+    if not chosen and model_type:
+        chosen = [n for n, _ in linear if n.rsplit(".", 1)[-1] in ATTENTION_PROJECTIONS]
+    if not chosen:
+        where = scope(model)
+        chosen = [n for n, m in modules if _in_scope(n, where)
+                  and (kind(m) in LINEAR_KINDS or (kind(m) in CONV_KINDS and not _grouped(m)))]
+    if not chosen:
+        raise ConfigError(f"method_params.target_modules: found no layer of {type(model).__name__} to adapt outside "
+                          f"its head; name targets among: {', '.join(candidate_names(model, LINEAR_KINDS + CONV_KINDS))}")
+    return chosen
+
+
+def ssf_targets(model: Any, head: list[str]) -> list[str]:
+    """Full names of the modules SSF follows by default: every Linear, Conv2d and norm layer."""
+    where, shared = scope(model), tied(model)
+    chosen = [n for n, m in model.named_modules() if n and not in_any(n, head) and _in_scope(n, where)
+              and n not in shared and kind(m) in LINEAR_KINDS + CONV_KINDS + NORM_KINDS]
+    if not chosen:
+        raise ConfigError(f"method_params.target_modules: found no Linear, Conv2d or norm layer of "
+                          f"{type(model).__name__} outside its head")
+    return chosen
+
+
+def resolve_targets(model: Any, targets: list[str], kinds: tuple[str, ...]) -> list[str]:
+    """Full names matching the user's targets (peft's suffix rule); a target that matches
+    nothing is an error listing the candidates."""
+    names = [n for n, m in model.named_modules() if n and kind(m) in kinds]
+    unmatched = [t for t in targets if not any(matches(n, [t]) for n in names)]
+    if unmatched:
+        raise ConfigError(f"method_params.target_modules: {', '.join(unmatched)} match no module of "
+                          f"{type(model).__name__}; candidates: {', '.join(candidate_names(model, kinds))}")
+    return [n for n in names if matches(n, targets)]
