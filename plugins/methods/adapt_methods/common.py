@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
-
 from adapt import ConfigError, Params
+from pydantic import Field, model_validator
 
 log = logging.getLogger("adapt")
 

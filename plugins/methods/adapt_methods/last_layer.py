@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
-
 from adapt import ConfigError, Method, Params
+from pydantic import Field
 
 from adapt_methods.common import freeze_all_but, head_of
 

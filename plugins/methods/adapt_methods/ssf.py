@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import AliasChoices, Field
-
 from adapt import Method
+from pydantic import AliasChoices, Field
 
 from adapt_methods.common import (
     CONV_KINDS,

@@ -8,7 +8,6 @@ import re
 
 import pytest
 import torch
-
 from adapt import ConfigError
 from adapt.testing import check_method, method_run, tiny_bert
 from adapt_methods import METHODS

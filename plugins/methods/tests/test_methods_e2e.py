@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from adapt.testing import read_metrics, tiny_bert
 
 pytestmark = pytest.mark.slow
