@@ -64,8 +64,8 @@ def test_train_without_task_says_how_to_give_one() -> None:
 
 
 def test_unknown_method_on_the_command_line(tmp_path) -> None:
-    result = run_adapt("train", "--task", "text_classification", "--method", "dora", "--model", "m",
+    result = run_adapt("train", "--task", "text_classification", "--method", "prefix_tuning", "--model", "m",
                        "--train", "t.jsonl", cwd=tmp_path)
     assert result.returncode == 2
-    assert "unknown method 'dora'" in result.stderr and "adapt-methods" in result.stderr
+    assert "unknown method 'prefix_tuning'" in result.stderr and "lora" in result.stderr
     assert "Traceback" not in result.stderr

@@ -119,13 +119,14 @@ def _model_run(model_path: Path, overrides: list[str], purpose: str) -> tuple[An
     return run, model_dir
 
 
+RunArgument = Annotated[Path, typer.Argument(help="A run folder (or its model/ folder) written by adapt train.")]
+DataOption = Annotated[str, typer.Option("--data", "-d", help="Data file (same formats as training data).")]
+
+
 @app.command()
-def evaluate(
-    model: Path = typer.Argument(..., help="A run folder (or its model/ folder) written by adapt train."),
-    data: str = typer.Option(..., "--data", "-d", help="Data file to evaluate on."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Also write the metrics to this JSON file."),
-    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-) -> None:
+def evaluate(model: RunArgument, data: DataOption, set_: SetOption = [],  # noqa: B006 - typer reads the defaults
+             output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the metrics to this JSON file.")] = None,
+             ) -> None:
     """Metrics of a trained model on a data file."""
     run, model_dir = _model_run(model, set_, "evaluate")
     from adapt.engines import get_engine
@@ -138,12 +139,9 @@ def evaluate(
 
 
 @app.command()
-def predict(
-    model: Path = typer.Argument(..., help="A run folder (or its model/ folder) written by adapt train."),
-    data: str = typer.Option(..., "--data", "-d", help="Data file to predict on."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Write predictions (JSON lines) here instead of stdout."),
-    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-) -> None:
+def predict(model: RunArgument, data: DataOption, set_: SetOption = [],  # noqa: B006 - typer reads the defaults
+            output: Annotated[Path | None, typer.Option("--output", "-o", help="Write predictions (JSON lines) here, not to stdout.")] = None,
+            ) -> None:
     """Predictions of a trained model, one JSON line per input row."""
     run, model_dir = _model_run(model, set_, "predict")
     from adapt.engines import get_engine
