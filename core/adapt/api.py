@@ -37,6 +37,7 @@ class LoadedModel:
     model: torch.nn.Module
     processor: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict, repr=False)  # the task's, for this run; never saved
 
 
 class _Named:
@@ -59,6 +60,16 @@ class Task(_Named):
     engine: ClassVar[str] = "hf"
     metrics: ClassVar[tuple[str, ...]] = ()
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss"})
+    label_names: ClassVar[tuple[str, ...]] = ("labels",)
+
+    def generation_settings(self, run: Run) -> dict[str, Any] | None:
+        """For tasks whose evaluation generates text: Seq2SeqTrainingArguments fields such as
+        ``generation_max_length`` (the HF engine then uses Seq2SeqTrainer); None otherwise."""
+        return None
+
+    def preprocess_logits(self, run: Run, loaded: LoadedModel) -> Callable | None:
+        """Reduce logits batch by batch before metrics (e.g. to token losses for perplexity)."""
+        return None
 
     def inspect_data(self, run: Run) -> dict[str, Any]:
         """Read what the model shape depends on (label set...) from the training data."""

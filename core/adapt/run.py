@@ -195,6 +195,9 @@ def setup_logging(run: Run | None = None, level: int = logging.INFO) -> logging.
     """Log to stderr, and to the run folder's train.log when there is a run."""
     logger = logging.getLogger("adapt")
     logger.setLevel(level)
+    # bitsandbytes warns at import on CPUs with AVX512-bf16 that it cannot fetch an optional
+    # kernel from the hub; adapt keeps 4-bit layers off that path anyway (adapt-methods).
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     if not any(getattr(h, "_adapt", False) for h in logger.handlers):
         stream = logging.StreamHandler(sys.stderr)

@@ -13,7 +13,14 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import (
+    EarlyStoppingCallback,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -88,13 +95,16 @@ def training_arguments(run: Run, n_train: int, has_eval: bool, **extra: Any) -> 
         greater_is_better=metric not in run.task.lower_is_better,
         gradient_checkpointing=t.gradient_checkpointing,
         label_smoothing_factor=t.label_smoothing_factor,
-        label_names=["labels"], report_to="none", disable_tqdm=False,
+        label_names=list(run.task.label_names), report_to="none", disable_tqdm=False,
         dataloader_pin_memory=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(),
         **_precision(t),
     )
     kwargs.update(run.backend.engine_settings("hf", run))
     kwargs.update(extra)
+    generation = run.task.generation_settings(run)
     try:
+        if generation is not None:
+            return Seq2SeqTrainingArguments(**kwargs, predict_with_generate=True, **generation)
         return TrainingArguments(**kwargs)
     except ValueError as exc:  # transformers' own checks of a combination of settings
         raise ConfigError(f"training settings rejected by transformers: {exc}") from None
@@ -189,10 +199,7 @@ def train(run: Run) -> dict[str, Any]:
     callbacks: list[TrainerCallback] = [callback]
     if t.apply_early_stopping:
         callbacks.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
-    trainer = Trainer(model=loaded.model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                      data_collator=task.data_collator(run, loaded), processing_class=loaded.processor,
-                      compute_metrics=task.compute_metrics(run, loaded), callbacks=callbacks)
-    _progress(trainer)
+    trainer = _trainer(run, loaded, args, train_dataset=train_ds, eval_dataset=eval_ds, callbacks=callbacks)
 
     def on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001
         callback.stop_requested = signal.Signals(signum).name
@@ -230,12 +237,25 @@ def train(run: Run) -> dict[str, Any]:
     return metrics
 
 
+def _trainer(run: Run, loaded: Any, args: TrainingArguments, **kwargs: Any) -> Trainer:
+    """The Trainer (Seq2SeqTrainer for generating tasks) for a task's model and data."""
+    task = run.task
+    cls = Seq2SeqTrainer if isinstance(args, Seq2SeqTrainingArguments) else Trainer
+    return _progress(cls(model=loaded.model, args=args, data_collator=task.data_collator(run, loaded),
+                         processing_class=loaded.processor, compute_metrics=task.compute_metrics(run, loaded),
+                         preprocess_logits_for_metrics=task.preprocess_logits(run, loaded), **kwargs))
+
+
 def _eval_trainer(run: Run, loaded: Any, folder: str) -> Trainer:
-    args = TrainingArguments(output_dir=folder, per_device_eval_batch_size=run.training.per_device_eval_batch_size,
-                             report_to="none", label_names=["labels"], use_cpu=not torch.cuda.is_available(),
-                             **_precision(run.training))
-    return _progress(Trainer(model=loaded.model, args=args, data_collator=run.task.data_collator(run, loaded),
-                             processing_class=loaded.processor, compute_metrics=run.task.compute_metrics(run, loaded)))
+    kwargs = dict(output_dir=folder, per_device_eval_batch_size=run.training.per_device_eval_batch_size,
+                  report_to="none", label_names=list(run.task.label_names), use_cpu=not torch.cuda.is_available(),
+                  **_precision(run.training))
+    generation = run.task.generation_settings(run)
+    if generation is not None:
+        args = Seq2SeqTrainingArguments(**kwargs, predict_with_generate=True, **generation)
+    else:
+        args = TrainingArguments(**kwargs)
+    return _trainer(run, loaded, args)
 
 
 def evaluate(run: Run, model_dir: str, path: str) -> dict[str, Any]:

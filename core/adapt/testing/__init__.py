@@ -29,11 +29,14 @@ TOPIC_WORDS = {
     "food": ["pasta", "bread", "cook", "recipe", "salt", "oven", "dinner", "soup"],
 }
 FILLER = ["the", "a", "today", "really", "we", "saw", "about", "this", "very", "and", "it", "was", "new", "big"]
+PEOPLE = ["alice", "bob", "carol", "dave", "erin", "frank"]
+PLACES = ["paris", "rome", "oslo", "lima", "cairo", "quito"]
+QUESTION_WORDS = ["where", "who", "does", "live", "lives", "in", "visited", "?", "."]
 
 
 def vocabulary() -> list[str]:
-    """The words of the tiny tokenizer: special tokens, topic words and filler."""
-    words = [w for topic in TOPIC_WORDS.values() for w in topic] + FILLER
+    """The words of the tiny tokenizer: special tokens, topic, name, place and filler words."""
+    words = [w for topic in TOPIC_WORDS.values() for w in topic] + FILLER + PEOPLE + PLACES + QUESTION_WORDS
     return SPECIAL_TOKENS + sorted(set(words)) + [f"w{i}" for i in range(40)]
 
 
@@ -63,6 +66,127 @@ def tiny_bert(folder: str | Path, seed: int = 0, hidden_size: int = 32, layers: 
                         initializer_range=0.2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     BertModel(config).save_pretrained(str(folder))
     return str(folder)
+
+
+def tiny_causal_lm(folder: str | Path, family: str = "gpt2", seed: int = 0) -> str:
+    """Save a tiny random GPT-2 or Llama causal LM with the tiny tokenizer; return the folder."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    folder = Path(folder)
+    tokenizer = make_tokenizer(folder)
+    ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+           "bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id}
+    torch.manual_seed(seed)
+    if family == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(n_positions=128, n_embd=32, n_layer=2, n_head=2, **ids))
+    elif family == "llama":
+        model = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                             num_attention_heads=2, num_key_value_heads=2,
+                                             max_position_embeddings=128, **ids))
+    else:
+        raise ValueError(f"unknown family {family!r} (gpt2, llama)")
+    model.save_pretrained(str(folder))
+    return str(folder)
+
+
+def tiny_seq2seq(folder: str | Path, family: str = "t5", seed: int = 0) -> str:
+    """Save a tiny random T5 or BART encoder-decoder with the tiny tokenizer; return the folder."""
+    import torch
+    from transformers import BartConfig, BartForConditionalGeneration, T5Config, T5ForConditionalGeneration
+
+    folder = Path(folder)
+    tokenizer = make_tokenizer(folder)
+    ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+           "eos_token_id": tokenizer.sep_token_id, "decoder_start_token_id": tokenizer.pad_token_id}
+    torch.manual_seed(seed)
+    if family == "t5":
+        model = T5ForConditionalGeneration(T5Config(d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, **ids))
+    elif family == "bart":
+        model = BartForConditionalGeneration(BartConfig(
+            d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+            encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128, bos_token_id=tokenizer.cls_token_id,
+            forced_eos_token_id=tokenizer.sep_token_id, **ids))
+    else:
+        raise ValueError(f"unknown family {family!r} (t5, bart)")
+    model.save_pretrained(str(folder))
+    return str(folder)
+
+
+def token_classification_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """NER rows: filler words with people (one or two words: B-PER I-PER) and places (B-LOC)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        tokens, tags = [], []
+        for _ in range(rng.randint(4, 8)):
+            roll = rng.random()
+            if roll < 0.2:
+                name = rng.sample(PEOPLE, rng.choice([1, 1, 2]))
+                tokens += name
+                tags += ["B-PER"] + ["I-PER"] * (len(name) - 1)
+            elif roll < 0.35:
+                tokens.append(rng.choice(PLACES))
+                tags.append("B-LOC")
+            else:
+                tokens.append(rng.choice(FILLER))
+                tags.append("O")
+        rows.append({"tokens": tokens, "tags": tags})
+    return rows
+
+
+def question_answering_rows(n: int, seed: int = 0, unanswerable: float = 0.0) -> list[dict[str, Any]]:
+    """SQuAD-style rows: where does <person> live? The answer is the place in the context."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        people = rng.sample(PEOPLE, 2)
+        places = rng.sample(PLACES, 2)
+        filler = " ".join(rng.sample(FILLER, 2))
+        context = f"{filler} {people[0]} lives in {places[0]} . {people[1]} visited {places[1]} ."
+        if rng.random() < unanswerable:
+            other = next(p for p in PEOPLE if p not in people)
+            rows.append({"id": str(i), "question": f"where does {other} live ?", "context": context,
+                         "answers": {"text": [], "answer_start": []}})
+            continue
+        start = context.index(f" {places[0]} ") + 1
+        rows.append({"id": str(i), "question": f"where does {people[0]} live ?", "context": context,
+                     "answers": {"text": [places[0]], "answer_start": [start]}})
+    return rows
+
+
+def seq2seq_rows(n: int, seed: int = 0, kind: str = "summarization") -> list[dict[str, Any]]:
+    """summarization: a document -> its two topic words, sorted; translation: words -> code words."""
+    rng = random.Random(seed)
+    topics = sorted(TOPIC_WORDS)
+    dictionary = {w: f"w{i}" for i, w in enumerate(sorted({w for ws in TOPIC_WORDS.values() for w in ws}))}
+    rows = []
+    for i in range(n):
+        topic = topics[i % len(topics)]
+        words = rng.sample(TOPIC_WORDS[topic], 2)
+        if kind == "translation":
+            rows.append({"source": " ".join(words), "target": " ".join(dictionary[w] for w in words)})
+        else:
+            document = [rng.choice(FILLER) for _ in range(5)] + words
+            rng.shuffle(document)
+            rows.append({"document": " ".join(document), "summary": " ".join(sorted(words))})
+    return rows
+
+
+def text_generation_rows(n: int, seed: int = 0, kind: str = "text") -> list[dict[str, Any]]:
+    """Causal LM rows with a pattern to learn: plain text, prompt / completion, or chat messages."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        person, place = rng.choice(PEOPLE), rng.choice(PLACES)
+        if kind == "prompt_completion":
+            rows.append({"prompt": f"where does {person} live ?", "completion": f"{person} lives in {place} ."})
+        elif kind == "messages":
+            rows.append({"messages": [{"role": "user", "content": f"where does {person} live ?"},
+                                      {"role": "assistant", "content": f"{person} lives in {place} ."}]})
+        else:
+            rows.append({"text": f"{person} lives in {place} . {person} visited {rng.choice(PLACES)} ."})
+    return rows
 
 
 def text_classification_rows(n: int, seed: int = 0, multi_label: bool = False) -> list[dict[str, Any]]:

@@ -84,24 +84,18 @@ def add_ssf(module: Any, scale_std: float, shift_std: float) -> None:
 
 
 def fold_ssf(module: Any) -> None:
-    """Fold the scale and shift into the layer's weight and bias, then remove them."""
+    """Fold the scale and shift into the layer's weight and bias (it must have both), then
+    remove them."""
     import torch
 
     with torch.no_grad():
         scale, shift = module.ssf_scale.detach(), module.ssf_shift.detach()
-        weight = getattr(module, "weight", None)
-        if weight is None:  # a norm layer without affine parameters gets them
-            module.weight = torch.nn.Parameter(scale.clone())
-            module.bias = torch.nn.Parameter(shift.clone())
+        weight = module.weight
+        if kind(module) == "Conv1D":
+            weight.mul_(scale.view(1, -1))
         else:
-            if kind(module) == "Conv1D":
-                weight.mul_(scale.view(1, -1))
-            else:
-                weight.mul_(scale.view(-1, *([1] * (weight.dim() - 1))))
-            if module.bias is None:
-                module.bias = torch.nn.Parameter(shift.clone().to(weight.dtype))
-            else:
-                module.bias.mul_(scale).add_(shift)
+            weight.mul_(scale.view(-1, *([1] * (weight.dim() - 1))))
+        module.bias.mul_(scale).add_(shift)
     module._ssf_handle.remove()
     del module._ssf_handle
     del module.ssf_scale, module.ssf_shift
@@ -139,9 +133,16 @@ class SSFMethod(Method):
             log.warning("merge_weights: a %s layer cannot absorb SSF's scales exactly; SSF is saved unmerged",
                         quantized_kind(model))
             return None
-        for module in model.modules():
-            if hasattr(module, "ssf_scale"):
-                fold_ssf(module)
+        targets = [(name, m) for name, m in model.named_modules() if hasattr(m, "ssf_scale")]
+        no_bias = [name for name, m in targets if getattr(m, "bias", None) is None]
+        if no_bias:
+            # the shift would need a bias the architecture does not have: a reload from its config
+            # (save_pretrained, state_dict into a fresh model) would drop it
+            log.warning("merge_weights: %d SSF layer(s) have no bias to take the shift (%s); SSF is saved unmerged",
+                        len(no_bias), ", ".join(no_bias[:3]))
+            return None
+        for _, module in targets:
+            fold_ssf(module)
         return model
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from adapt import DataError, LoadedModel, ModelError, Params, Task, read_table, require_columns, split_off
+from adapt import DataError, LoadedModel, Params
 from pydantic import Field
+
+from adapt_nlp.common import TextTask
 
 HEAD_NAMES = ("pre_classifier", "classifier", "score")
 
@@ -31,27 +33,23 @@ def _sorted_labels(values: set[str]) -> list[str]:
     return sorted(values)
 
 
-class TextClassification(Task):
+class TextClassification(TextTask):
     name = "text_classification"
     description = "Classify texts or text pairs into one label (multi-class) or several (multi-label)."
     Params = TextClassificationParams
     metrics = ("accuracy", "f1_macro", "mcc", "precision_macro", "recall_macro")
+    auto_model = "AutoModelForSequenceClassification"
 
     # data ---------------------------------------------------------------------------------
-    def _read(self, run: Any, split: str, path: str) -> Any:
+    def columns(self, run: Any, split: str) -> list[str | None]:
         p = run.task_params
-        table = read_table(path, split)
-        columns = [p.text_column, p.text_pair_column]
-        if split != "predict":
-            columns.append(p.label_column)
-        require_columns(table, columns, path, split)
-        return table
+        return [p.text_column, p.text_pair_column] + ([p.label_column] if split != "predict" else [])
 
     def inspect_data(self, run: Any) -> dict[str, Any]:
         p, data = run.task_params, run.config.data
         seen: set[str] = set()
         multi = False
-        for value in self._read(run, "train", data.train)[p.label_column]:
+        for value in self.read(run, "train", data.train)[p.label_column]:
             if isinstance(value, list):
                 multi = True
                 seen.update(_label_text(v) for v in value)
@@ -67,12 +65,8 @@ class TextClassification(Task):
     def _check_rows(self, table: Any, path: str, split: str, run: Any, meta: dict[str, Any]) -> None:
         p = run.task_params
         for column in (p.text_column, p.text_pair_column):
-            if not column:
-                continue
-            for row, value in enumerate(table[column], 1):
-                if not isinstance(value, str) or not value.strip():
-                    raise DataError(f"{split} data {path}, row {row}, column {column}: empty or missing "
-                                    f"text ({value!r})")
+            if column:
+                self.check_text(table, column, path, split)
         if split == "predict":
             return
         allowed = set(meta["labels"])
@@ -118,40 +112,20 @@ class TextClassification(Task):
                          remove_columns=table.column_names)
 
     def load_data(self, run: Any, loaded: LoadedModel, splits: dict[str, str]) -> dict[str, Any]:
-        data = run.config.data
-        tables = {split: (self._read(run, split, path), path) for split, path in splits.items()}
-        if "train" in tables and "validation" not in tables and data.validation_split > 0:
-            train, validation = split_off(tables["train"][0], data.validation_split, run.training.seed)
-            tables["train"] = (train, tables["train"][1])
-            tables["validation"] = (validation, f"{tables['train'][1]} (validation_split)")
         out = {}
-        for split, (table, path) in tables.items():
-            limit = data.max_train_samples if split == "train" else data.max_eval_samples
-            if limit and len(table) > limit:
-                table = table.select(range(limit))
+        for split, (table, path) in self.read_splits(run, splits).items():
             self._check_rows(table, path, split, run, loaded.meta)
             out[split] = self._encode(run, loaded, table, with_labels=True)
         return out
 
     # model --------------------------------------------------------------------------------
     def load_model(self, run: Any, source: str, meta: dict[str, Any]) -> LoadedModel:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        m, t = run.config.model, run.training
-        common = {"revision": m.revision, "trust_remote_code": m.trust_remote_code}
         labels = meta["labels"]
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source, **common)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                source, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                label2id={name: i for i, name in enumerate(labels)},
-                problem_type=f"{meta['problem_type']}_classification",
-                ignore_mismatched_sizes=t.ignore_mismatched_sizes, **common, **run.load_options)
-        except (OSError, ValueError, KeyError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"model {source} could not be loaded for text classification: {first}") from None
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = self.load_tokenizer(run, source)
+        model = self.load_pretrained(
+            run, source, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)}, problem_type=f"{meta['problem_type']}_classification",
+            ignore_mismatched_sizes=run.training.ignore_mismatched_sizes)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         return LoadedModel(model, tokenizer, dict(meta))
@@ -193,7 +167,7 @@ class TextClassification(Task):
     def predict(self, run: Any, loaded: LoadedModel, path: str) -> list[dict[str, Any]]:
         import torch
 
-        table = self._read(run, "predict", path)
+        table = self.read(run, "predict", path)
         self._check_rows(table, path, "predict", run, loaded.meta)
         encoded = self._encode(run, loaded, table, with_labels=False)
         collate = self.data_collator(run, loaded)
@@ -215,7 +189,3 @@ class TextClassification(Task):
                         best = max(range(len(p)), key=p.__getitem__)
                         rows.append({"label": labels[best], "score": p[best], "scores": scores})
         return rows
-
-    def save_model(self, loaded: LoadedModel, folder: str) -> None:
-        loaded.model.save_pretrained(folder)
-        loaded.processor.save_pretrained(folder)

@@ -1,0 +1,115 @@
+"""What the language tasks share: reading their splits, loading a tokenizer and model with clear
+errors, batched generation, and saving."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapt import DataError, LoadedModel, ModelError, Task, read_table, require_columns, split_off
+
+# Tokenizers that must be told a word-split input starts a new word (byte-level BPE).
+PREFIX_SPACE_FAMILIES = {"gpt2", "roberta", "longformer", "bart", "mvp", "deberta"}
+
+
+class TextTask(Task):
+    """A Task over text tables, trained by the HF engine. Subclasses say which columns a split
+    needs (:meth:`columns`) and how rows become features (:meth:`encode`)."""
+
+    auto_model: str = "AutoModel"
+
+    def columns(self, run: Any, split: str) -> list[str | None]:
+        raise NotImplementedError
+
+    def read(self, run: Any, split: str, path: str) -> Any:
+        table = read_table(path, split)
+        require_columns(table, self.columns(run, split), path, split)
+        return table
+
+    def read_splits(self, run: Any, splits: dict[str, str]) -> dict[str, tuple[Any, str]]:
+        """Each split's table and where it came from: validation carved from train when asked,
+        row limits applied."""
+        data = run.config.data
+        tables = {split: (self.read(run, split, path), path) for split, path in splits.items()}
+        if "train" in tables and "validation" not in tables and data.validation_split > 0:
+            train, validation = split_off(tables["train"][0], data.validation_split, run.training.seed)
+            tables["validation"] = (validation, f"{tables['train'][1]} (validation_split)")
+            tables["train"] = (train, tables["train"][1])
+        for split, (table, path) in list(tables.items()):
+            limit = data.max_train_samples if split == "train" else data.max_eval_samples
+            if limit and len(table) > limit:
+                tables[split] = (table.select(range(limit)), path)
+        return tables
+
+    def check_text(self, table: Any, column: str, path: str, split: str) -> None:
+        for row, value in enumerate(table[column], 1):
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(f"{split} data {path}, row {row}, column {column}: empty or missing text ({value!r})")
+
+    def load_tokenizer(self, run: Any, source: str, **kwargs: Any) -> Any:
+        from transformers import AutoConfig, AutoTokenizer
+
+        m = run.config.model
+        common = {"revision": m.revision, "trust_remote_code": m.trust_remote_code}
+        try:
+            model_type = getattr(AutoConfig.from_pretrained(source, **common), "model_type", None)
+            if kwargs.pop("word_split", False) and model_type in PREFIX_SPACE_FAMILIES:
+                kwargs["add_prefix_space"] = True
+            tokenizer = AutoTokenizer.from_pretrained(source, **common, **kwargs)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"model {source} could not be loaded for {self.name.replace('_', ' ')}: "
+                             f"{_first_line(exc)}") from None
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.sep_token
+        return tokenizer
+
+    def load_pretrained(self, run: Any, source: str, **kwargs: Any) -> Any:
+        """``<auto_model>.from_pretrained`` with the run's model options and the method's load
+        options; failures become a ModelError naming the model and the task."""
+        import transformers
+
+        m = run.config.model
+        cls = getattr(transformers, self.auto_model)
+        try:
+            return cls.from_pretrained(source, revision=m.revision, trust_remote_code=m.trust_remote_code,
+                                       **kwargs, **run.load_options)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"model {source} could not be loaded for {self.name.replace('_', ' ')}: "
+                             f"{_first_line(exc)}") from None
+
+    def save_model(self, loaded: LoadedModel, folder: str) -> None:
+        loaded.model.save_pretrained(folder)
+        loaded.processor.save_pretrained(folder)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def generate(loaded: LoadedModel, prompts: list[str], batch_size: int, max_new_tokens: int,
+             num_beams: int = 1, max_length: int | None = None) -> list[str]:
+    """Generated text for each prompt (decoder-only models: the continuation only)."""
+    import torch
+
+    model, tokenizer = loaded.model, loaded.processor
+    decoder_only = not getattr(model.config, "is_encoder_decoder", False)
+    device = next(model.parameters()).device
+    side = tokenizer.padding_side
+    if decoder_only:
+        tokenizer.padding_side = "left"  # generation continues from the right end
+    out: list[str] = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(prompts), batch_size):
+                batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
+                                  truncation=max_length is not None, max_length=max_length,
+                                  add_special_tokens=not decoder_only).to(device)
+                batch.pop("token_type_ids", None)
+                ids = model.generate(**batch, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                     do_sample=False, pad_token_id=tokenizer.pad_token_id)
+                if decoder_only:
+                    ids = ids[:, batch["input_ids"].shape[1]:]
+                out.extend(t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True))
+    finally:
+        tokenizer.padding_side = side
+    return out
