@@ -142,6 +142,8 @@ def test_unknown_plugin_names_say_what_is_installed_and_who_provides_it() -> Non
         resolve(parse_config(minimal(backend="ddp")))
     with pytest.raises(PluginError, match="adapt-mlflow"):
         resolve(parse_config(minimal(savers=["mlflow"])))
+    with pytest.raises(PluginError, match="mlflow_model_path.*adapt-mlflow"):
+        resolve(parse_config(minimal(model={"mlflow_model_path": "mlmodel"})))
 
 
 def test_metric_for_best_model_must_be_a_task_metric() -> None:

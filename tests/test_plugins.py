@@ -147,7 +147,7 @@ def test_cli_survives_a_broken_plugin_and_lists_it(site: Path, tmp_path: Path) -
     assert result.returncode == 0, result
     plugins = {p["name"]: p for p in json.loads(result.stdout)}
     assert "boom at import" in plugins["adapt_broken"]["errors"][0]
-    assert plugins["nlp"]["tasks"] == ["text_classification"]
+    assert "text_classification" in plugins["nlp"]["tasks"] and not plugins["nlp"]["errors"]
     text = run_adapt("plugins", env=env)
     assert "ERROR: failed to import adapt_broken" in text.stdout
 

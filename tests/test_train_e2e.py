@@ -33,7 +33,7 @@ def logits_of(model_dir: Path, texts: list[str]):  # noqa: ANN201
 
 
 def test_full_fine_tune_learns_and_writes_the_run_folder(adapt_cli, tiny_bert_dir, text_data, tmp_path) -> None:
-    result = adapt_cli(*train_args(tiny_bert_dir, text_data, "run", "--set", "training.num_train_epochs=4",
+    result = adapt_cli(*train_args(tiny_bert_dir, text_data, "run", "--set", "training.num_train_epochs=6",
                                    "--set", "training.metric_for_best_model=accuracy"))
     assert result.returncode == 0, result
     run = tmp_path / "run"

@@ -124,6 +124,9 @@ def _check_combinations(run: Run, purpose: str) -> None:
                           f"of task {run.task.name} (allowed: {', '.join(metrics)})")
     if purpose != "train":
         return
+    if config.model.mlflow_model_path and "mlflow" not in run.registry.objects["saver"]:
+        raise PluginError("model.mlflow_model_path: reading an MLflow model folder needs the adapt-mlflow "
+                          "distribution: pip install adapt-mlflow (or give model.path)")
     if not config.model.path and not config.model.mlflow_model_path:
         raise ConfigError("model: no model to adapt; give --model (a folder or hub id) or model.path")
     if not config.data.train:

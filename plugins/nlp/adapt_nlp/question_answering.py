@@ -104,17 +104,25 @@ class QuestionAnswering(TextTask):
 
         p = run.task_params
         questions, contexts = list(table[p.question_column]), list(table[p.context_column])
-        enc = self._windows(run, loaded, questions, contexts)
-        example_of = enc.pop("overflow_to_sample_mapping")
-        offsets_all = enc.pop("offset_mapping")
+        size = run.config.data.batch_size
+        columns: dict[str, list] = collections.defaultdict(list)
+        example_of, offsets_all, sequence_ids_all = [], [], []
+        for first in range(0, len(questions), size):  # tokenized in batches of data.batch_size
+            enc = self._windows(run, loaded, questions[first:first + size], contexts[first:first + size])
+            example_of.extend(first + e for e in enc.pop("overflow_to_sample_mapping"))
+            offsets_all.extend(enc.pop("offset_mapping"))
+            sequence_ids_all.extend(enc.sequence_ids(i) for i in range(len(enc["input_ids"])))
+            for key, values in enc.items():
+                columns[key].extend(values)
         starts, ends, offsets = [], [], []
         for i, example in enumerate(example_of):
-            sequence_ids = enc.sequence_ids(i)
+            sequence_ids = sequence_ids_all[i]
             context_id = 1 if loaded.processor.padding_side == "right" else 0
             offsets.append([o if sequence_ids[k] == context_id else None for k, o in enumerate(offsets_all[i])])
             if answers is None:
                 continue
-            cls = enc["input_ids"][i].index(loaded.processor.cls_token_id) if loaded.processor.cls_token_id in enc["input_ids"][i] else 0
+            ids = columns["input_ids"][i]
+            cls = ids.index(loaded.processor.cls_token_id) if loaded.processor.cls_token_id in ids else 0
             if not answers[example]:
                 starts.append(cls)
                 ends.append(cls)
@@ -130,12 +138,11 @@ class QuestionAnswering(TextTask):
             end = next(k for k in reversed(tokens) if offsets[-1][k][0] < char_end)
             starts.append(start)
             ends.append(end)
-        columns = {k: list(v) for k, v in enc.items()}
         if answers is not None:
             columns["start_positions"], columns["end_positions"] = starts, ends
         context = {"example_of": list(example_of), "offsets": offsets, "contexts": contexts,
                    "golds": [[a for a, _ in pairs] for pairs in answers] if answers is not None else None}
-        return datasets.Dataset.from_dict(columns), context
+        return datasets.Dataset.from_dict(dict(columns)), context
 
     @staticmethod
     def _key(starts: Any, ends: Any) -> tuple:

@@ -57,17 +57,26 @@ class Seq2SeqTask(TextTask):
         p = run.task_params
         return {"generation_max_length": p.generation_max_length, "generation_num_beams": p.generation_num_beams}
 
-    def _encode(self, run: Any, loaded: LoadedModel, inputs: list[str], targets: list[str]) -> Any:
+    def _encode(self, run: Any, loaded: LoadedModel, table: Any, path: str, split: str) -> Any:
+        """Checked pairs, tokenized in batches of data.batch_size."""
         import datasets
 
         p, tokenizer = run.task_params, loaded.processor
-        features = tokenizer([p.prefix + text for text in inputs], truncation=True, max_length=p.max_input_length)
-        features["labels"] = tokenizer(text_target=list(targets), truncation=True, max_length=p.max_target_length)["input_ids"]
-        features.pop("token_type_ids", None)
-        return datasets.Dataset.from_dict(dict(features))
+        inputs, targets = self.pairs(run, table, path, split)
+        pairs = datasets.Dataset.from_dict({"_input": list(inputs), "_target": list(targets)})
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            features = tokenizer([p.prefix + text for text in batch["_input"]], truncation=True,
+                                 max_length=p.max_input_length)
+            features["labels"] = tokenizer(text_target=batch["_target"], truncation=True,
+                                           max_length=p.max_target_length)["input_ids"]
+            features.pop("token_type_ids", None)
+            return features
+
+        return pairs.map(encode, batched=True, batch_size=run.config.data.batch_size, remove_columns=["_input", "_target"])
 
     def load_data(self, run: Any, loaded: LoadedModel, splits: dict[str, str]) -> dict[str, Any]:
-        return {split: self._encode(run, loaded, *self.pairs(run, table, path, split))
+        return {split: self._encode(run, loaded, table, path, split)
                 for split, (table, path) in self.read_splits(run, splits).items()}
 
     def load_model(self, run: Any, source: str, meta: dict[str, Any]) -> LoadedModel:

@@ -79,28 +79,35 @@ class TextGeneration(TextTask):
         return ([""] * len(table), table[p.text_column]) if split != "predict" else (table[p.text_column], [""] * len(table))
 
     def _encode(self, run: Any, loaded: LoadedModel, prompts: list[str], completions: list[str]) -> Any:
+        """Tokenize in batches of data.batch_size; the loss covers only the completion part;
+        packing then concatenates rows and cuts max_seq_length blocks."""
         import datasets
 
         p, tokenizer = run.task_params, loaded.processor
         eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-        ids_list, labels_list = [], []
-        for prompt, completion in zip(prompts, completions, strict=True):
-            head = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-            tail = tokenizer((" " if prompt else "") + completion, add_special_tokens=False)["input_ids"] + [eos]
-            ids_list.append(head + tail)
-            labels_list.append([-100] * len(head) + tail)
-        if p.packing:
-            flat_ids = [t for ids in ids_list for t in ids]
-            flat_labels = [t for labels in labels_list for t in labels]
+        rows = datasets.Dataset.from_dict({"_prompt": list(prompts), "_completion": list(completions)})
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            out: dict[str, list] = {"input_ids": [], "labels": []}
+            for prompt, completion in zip(batch["_prompt"], batch["_completion"], strict=True):
+                head = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+                tail = tokenizer((" " if prompt else "") + completion, add_special_tokens=False)["input_ids"] + [eos]
+                ids, labels = head + tail, [-100] * len(head) + tail
+                out["input_ids"].append(ids if p.packing else ids[:p.max_seq_length])
+                out["labels"].append(labels if p.packing else labels[:p.max_seq_length])
+            return out
+
+        def pack(batch: dict[str, list]) -> dict[str, list]:
             size = p.max_seq_length
-            blocks = max(1, len(flat_ids) // size)
-            ids_list = [flat_ids[i * size:(i + 1) * size] for i in range(blocks)]
-            labels_list = [flat_labels[i * size:(i + 1) * size] for i in range(blocks)]
-        else:
-            ids_list = [ids[:p.max_seq_length] for ids in ids_list]
-            labels_list = [labels[:p.max_seq_length] for labels in labels_list]
-        return datasets.Dataset.from_dict({"input_ids": ids_list, "attention_mask": [[1] * len(i) for i in ids_list],
-                                           "labels": labels_list})
+            flat = {key: [t for row in batch[key] for t in row] for key in ("input_ids", "labels")}
+            blocks = max(1, len(flat["input_ids"]) // size)
+            return {key: [values[i * size:(i + 1) * size] for i in range(blocks)] for key, values in flat.items()}
+
+        batch_size = run.config.data.batch_size
+        encoded = rows.map(encode, batched=True, batch_size=batch_size, remove_columns=["_prompt", "_completion"])
+        if p.packing:
+            encoded = encoded.map(pack, batched=True, batch_size=batch_size)
+        return encoded.map(lambda row: {"attention_mask": [1] * len(row["input_ids"])})
 
     def load_data(self, run: Any, loaded: LoadedModel, splits: dict[str, str]) -> dict[str, Any]:
         return {split: self._encode(run, loaded, *self._rows(run, loaded, table, path, split))
