@@ -19,3 +19,10 @@ def test_every_hook_is_documented_in_the_plugin_guide() -> None:
     guide = (DOCS / "plugin-guide.md").read_text(encoding="utf-8")
     hooks = [name for name in dir(hookspecs) if name.startswith("adapt_")]
     assert hooks and all(f"`{name}" in guide for name in hooks), [h for h in hooks if f"`{h}" not in guide]
+
+
+def test_every_hook_has_a_test() -> None:
+    tests = "\n".join(p.read_text(encoding="utf-8") for p in (DOCS.parent / "tests").rglob("test_*.py"))
+    hooks = [name for name in dir(hookspecs) if name.startswith("adapt_")]
+    untested = [h for h in hooks if f"def {h}(" not in tests]
+    assert not untested, f"hooks without a test plugin implementing them: {untested}"

@@ -166,3 +166,103 @@ def test_trace_prints_hook_calls(site: Path) -> None:
     env = {"PYTHONPATH": str(site), "ADAPT_TRACE_PLUGINS": "1"}
     result = run_adapt("plugins", env=env)
     assert "[adapt trace] adapt_register_methods(register) -> adapt_shout" in result.stderr
+
+
+RECORDER = '''
+import json, os
+from adapt import hookimpl
+
+def _write(**record):
+    with open(os.environ["RECORD_TO"], "a") as handle:
+        handle.write(json.dumps(record) + "\\n")
+
+@hookimpl
+def adapt_run_started(run):
+    _write(hook="started", task=run.task.name, method=run.method.name, output=str(run.output_dir))
+
+@hookimpl
+def adapt_metrics_logged(run, metrics, step):
+    _write(hook="metrics", step=step, keys=sorted(metrics))
+
+@hookimpl
+def adapt_run_finished(run, result):
+    _write(hook="finished", status=result["status"])
+'''
+
+BROKEN_TRACKER = '''
+from adapt import hookimpl
+
+@hookimpl
+def adapt_metrics_logged(run, metrics, step):
+    raise RuntimeError("tracker down")
+'''
+
+
+def test_lifecycle_hooks_see_the_run(site: Path, tmp_path: Path, tiny_bert_dir: str, text_data: dict) -> None:
+    make_dist(site, "adapt-recorder", "adapt_recorder", RECORDER)
+    make_dist(site, "adapt-broken-tracker", "adapt_broken_tracker", BROKEN_TRACKER)
+    record = tmp_path / "calls.jsonl"
+    env = {"PYTHONPATH": str(site), "RECORD_TO": str(record)}
+    result = run_adapt("train", "--task", "text_classification", "--model", tiny_bert_dir, "--train", text_data["train"],
+                       "--validation", text_data["validation"], "--output", "run", "--set", "training.max_steps=2",
+                       "--set", "training.logging_steps=1", "--set", "training.eval_steps=2",
+                       "--set", "training.evaluation_strategy=steps", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result
+    assert "plugin adapt-broken-tracker failed in adapt_metrics_logged: RuntimeError: tracker down" in result.stderr
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    assert calls[0] == {"hook": "started", "task": "text_classification", "method": "full", "output": "run"}
+    assert calls[-1] == {"hook": "finished", "status": "finished"}
+    metrics = [c for c in calls if c["hook"] == "metrics"]
+    assert [m["step"] for m in metrics if "loss" in m["keys"]] == [1, 2]
+    assert any("eval_accuracy" in m["keys"] for m in metrics)
+
+    record.unlink()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a b"}\n')
+    result = run_adapt("train", "--task", "text_classification", "--model", tiny_bert_dir, "--train", str(bad),
+                       "--output", "run2", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert [json.loads(line)["hook"] for line in record.read_text().splitlines()] == ["started", "finished"]
+    assert json.loads(record.read_text().splitlines()[-1])["status"] == "failed"
+
+
+EVERY_KIND = '''
+from adapt import Backend, Saver, Task, hookimpl
+
+class EchoTask(Task):
+    name = "echo"
+    description = "A test task."
+
+class LocalBackend(Backend):
+    name = "local_test"
+    description = "A test backend."
+
+    def launch(self, run_in_worker, run):
+        return run_in_worker()
+
+class NullSaver(Saver):
+    name = "null_test"
+    description = "A test saver."
+
+@hookimpl
+def adapt_register_tasks(register):
+    register(EchoTask())
+
+@hookimpl
+def adapt_register_backends(register):
+    register(LocalBackend())
+
+@hookimpl
+def adapt_register_savers(register):
+    register(NullSaver())
+'''
+
+
+def test_a_pack_registers_tasks_backends_and_savers(site: Path) -> None:
+    make_dist(site, "adapt-every-kind", "adapt_every_kind", EVERY_KIND)
+    registry = Registry().load()
+    info = registry.plugins["adapt_every_kind"]
+    assert info.registered == {"task": ["echo"], "backend": ["local_test"], "saver": ["null_test"]}
+    assert registry.get("backend", "local_test").launch(lambda: 42, None) == 42
+    assert registry.owner("task", "echo").distribution == "adapt-every-kind"
+    assert registry.get("saver", "null_test").description == "A test saver."

@@ -205,6 +205,29 @@ def config_validate(
                f"{run.backend.name}, savers {', '.join(s.name for s in run.savers)})")
 
 
+@config_app.command("import")
+def config_import(
+    file: Path = typer.Argument(..., help="Azure ML component parameters or a nyuntam adapt config (YAML or JSON)."),
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the adapt config here (default: stdout).")] = None,
+) -> None:
+    """Convert Azure ML fine-tune parameters or a nyuntam adapt YAML into an adapt run config;
+    every key that cannot be mapped is reported on stderr."""
+    import yaml
+
+    from adapt.config import read_yaml
+    from adapt.migrate import import_config
+
+    config, messages = import_config(read_yaml(file))
+    for message in messages:
+        typer.echo(f"note: {message}", err=True)
+    text = f"# imported from {file} by adapt config import\n" + yaml.safe_dump(config, sort_keys=False)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {output} ({len(messages)} note(s))", err=True)
+    else:
+        typer.echo(text, nl=False)
+
+
 def main() -> None:
     """Entry point: user errors print one message and exit 2, without a traceback."""
     try:

@@ -261,7 +261,8 @@ def train(run: Run) -> dict[str, Any]:
     finally:
         if status != "removed":
             write_status(run, status, finished=time.time())
-        run.registry.notify("adapt_run_finished", run=run, result={"status": status, **result})
+        reported = "failed" if status == "removed" else status
+        run.registry.notify("adapt_run_finished", run=run, result={"status": reported, **result})
         if handler is not None:
             for name in ("adapt", "transformers", "peft"):
                 logging.getLogger(name).removeHandler(handler)
