@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 from pathlib import Path
 
 import pytest
 from adapt.plugins import Registry
-from adapt.testing import run_adapt
+from adapt.testing import install_fake_plugin, run_adapt
 
 GOOD = '''
 from adapt import Method, hookimpl
@@ -59,12 +58,7 @@ def adapt_register_methods(register):
 
 
 def make_dist(site: Path, dist: str, module: str, code: str, version: str = "1.0") -> None:
-    """A minimal installed distribution with an `adapt` entry point, as pip would leave it."""
-    (site / f"{module}.py").write_text(textwrap.dedent(code))
-    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text(f"[adapt]\n{module} = {module}\n")
+    install_fake_plugin(site, dist, module, code, version)
 
 
 @pytest.fixture

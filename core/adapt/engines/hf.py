@@ -22,7 +22,6 @@ from transformers import (
     TrainingArguments,
 )
 from transformers.trainer_callback import ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from adapt.config import TrainingConfig
 from adapt.errors import ConfigError, RunInterrupted
@@ -149,13 +148,34 @@ class RunCallback(TrainerCallback):
         return control
 
 
+def complete_checkpoint(folder: Path) -> bool:
+    """HF writes trainer_state.json last, in place: a checkpoint whose trainer_state.json is
+    missing or does not parse was cut off mid-write (a crash, kill -9, a full disk)."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest complete checkpoint; incomplete ones are reported and skipped."""
+    checkpoints = sorted((p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()),
+                         key=lambda p: int(p.name[11:]), reverse=True)
+    for checkpoint in checkpoints:
+        if complete_checkpoint(checkpoint):
+            return str(checkpoint)
+        log.warning("skipping %s: it was not completely written (no readable trainer_state.json)", checkpoint)
+    return None
+
+
 def _resume_path(run: Run) -> str | None:
     resume = run.training.resume_from_checkpoint
     if resume is False:
         return None
     if resume is True:
         folder = run.path("checkpoints")
-        last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+        last = last_complete_checkpoint(folder) if folder.is_dir() else None
         if last is None:
             log.warning("resume_from_checkpoint: no checkpoint in %s yet; starting from the beginning", folder)
         else:
@@ -163,6 +183,9 @@ def _resume_path(run: Run) -> str | None:
         return last
     if not Path(resume).is_dir():
         raise ConfigError(f"training.resume_from_checkpoint: {resume} is not a checkpoint folder")
+    if not complete_checkpoint(Path(resume)):
+        raise ConfigError(f"training.resume_from_checkpoint: {resume} was not completely written (no readable "
+                          "trainer_state.json); choose an earlier checkpoint or resume_from_checkpoint: true")
     return str(resume)
 
 

@@ -223,6 +223,21 @@ def text_classification_data(folder: str | Path, n_train: int = 96, n_eval: int 
             for split, n, s in (("train", n_train, 1), ("validation", n_eval, 2), ("test", n_eval, 3))}
 
 
+def install_fake_plugin(site: str | Path, dist: str, module: str, code: str, version: str = "1.0") -> Path:
+    """Install a one-module plugin distribution into ``site`` (a folder to put on PYTHONPATH /
+    sys.path) as pip would: the module, and a dist-info with its ``adapt`` entry point."""
+    import textwrap
+
+    site = Path(site)
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module}.py").write_text(textwrap.dedent(code), encoding="utf-8")
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text(f"[adapt]\n{module} = {module}\n", encoding="utf-8")
+    return site
+
+
 # ------------------------------------------------------------------------------------------
 # Running the real command
 
