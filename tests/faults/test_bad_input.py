@@ -73,9 +73,23 @@ CASES: dict[str, tuple[Any, list[str], dict[str, str], list[str]]] = {
                         ["org/model-that-is-not-here could not be loaded"]),
     "output-holds-a-run": (config(), ["--model", "MODEL", "--train", "TRAIN"], {"run/config.yaml": "task: precious\n"},
                            ["run already holds files", "resume_from_checkpoint=true"]),
+    "checkpoint-of-another-model": (config(training__resume_from_checkpoint="OTHER_CHECKPOINT"),
+                                    ["--model", "MODEL", "--train", "TRAIN"], {}, ["does not fit this model"]),
     "broken-plugin-task": (config(task="sentiment_plus"), [], {}, ["unknown task 'sentiment_plus'",
                                                                    "Plugins that failed to load", "adapt-broken-pack"]),
 }
+
+
+def other_checkpoint(tmp_path: Path, text_data: dict) -> Path:
+    """A real checkpoint of a wider BERT than the tiny one the case trains."""
+    from adapt.testing import tiny_bert
+
+    wide = tiny_bert(tmp_path / "wide", hidden_size=64)
+    made = run_adapt("train", "--task", "text_classification", "--model", wide, "--train", text_data["train"],
+                     "--output", "other", "--set", "training.max_steps=1", "--set", "training.save_strategy=steps",
+                     "--set", "training.save_steps=1", cwd=tmp_path)
+    assert made.returncode == 0, made
+    return tmp_path / "other" / "checkpoints" / "checkpoint-1"
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -88,6 +102,9 @@ def test_bad_input(case: str, tiny_bert_dir: str, text_data: dict, tmp_path: Pat
     (tmp_path / "run.yaml").write_text(source if isinstance(source, str) else yaml.safe_dump(source))
     substitutions = {"MODEL": tiny_bert_dir, "TRAIN": text_data["train"], "VALIDATION": text_data["validation"]}
     env = {}
+    if case == "checkpoint-of-another-model":
+        (tmp_path / "run.yaml").write_text(yaml.safe_dump(config(training__resume_from_checkpoint=str(
+            other_checkpoint(tmp_path, text_data)))))
     if case == "broken-plugin-task":
         site = install_fake_plugin(tmp_path / "site", "adapt-broken-pack", "adapt_broken_pack", "raise ImportError('no')\n")
         env["PYTHONPATH"] = str(site)

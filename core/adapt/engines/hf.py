@@ -229,8 +229,17 @@ def train(run: Run) -> dict[str, Any]:
         log.warning("%s received: saving a checkpoint and stopping", callback.stop_requested)
 
     previous = signal.signal(signal.SIGTERM, on_signal)
+    resume = _resume_path(run)
     try:
-        output = trainer.train(resume_from_checkpoint=_resume_path(run))
+        output = trainer.train(resume_from_checkpoint=resume)
+    except (RuntimeError, ValueError) as exc:
+        signs = ("Error(s) in loading state_dict", "size mismatch", "Missing key", "optimizer's group")
+        if resume and any(sign in str(exc) for sign in signs):
+            detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line or "Missing" in line),
+                          str(exc).splitlines()[0])
+            raise ConfigError(f"training.resume_from_checkpoint: {resume} does not fit this model (written for another "
+                              f"model or method?): {detail}") from None
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
     if callback.stop_requested:
