@@ -28,6 +28,10 @@ class PluginError(AdaptError):
     """A plugin name is unknown, claimed twice, or its plugin failed to load."""
 
 
+class StorageError(AdaptError):
+    """The disk filled up (or refused a write) while the run was saving."""
+
+
 class RunInterrupted(AdaptError):
     """The run was stopped by a signal; a checkpoint was written where possible."""
 

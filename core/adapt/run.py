@@ -164,8 +164,17 @@ def prepare_output(run: Run) -> None:
 
 
 def write_status(run: Run, status: str, **extra: Any) -> None:
+    """Record the run's status in run.json; a failed write (a full disk) is logged, never raised,
+    so it cannot hide the error that ended the run."""
     if not run.is_main_process:
         return
+    try:
+        _write_status(run, status, **extra)
+    except OSError as exc:
+        log.warning("could not record status %r in %s: %s", status, run.path("run.json"), exc)
+
+
+def _write_status(run: Run, status: str, **extra: Any) -> None:
     path = run.path("run.json")
     data = json.loads(path.read_text()) if path.exists() else {}
     data.update(status=status, updated=time.time(), **extra)
@@ -178,8 +187,12 @@ def write_status(run: Run, status: str, **extra: Any) -> None:
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (a crash never leaves a half-written file)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _versions() -> dict[str, str]:

@@ -3,9 +3,11 @@ and runs a task's training, evaluation and prediction through ``transformers.Tra
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
+import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -24,7 +26,7 @@ from transformers import (
 from transformers.trainer_callback import ProgressCallback
 
 from adapt.config import TrainingConfig
-from adapt.errors import ConfigError, RunInterrupted
+from adapt.errors import ConfigError, RunInterrupted, StorageError
 from adapt.report import plot_curves
 from adapt.run import Run, parameter_report, write_json
 from adapt.saving import load_run_model, save_outputs
@@ -189,8 +191,38 @@ def _resume_path(run: Run) -> str | None:
     return str(resume)
 
 
+def _disk_full(exc: BaseException | None, folder: Path) -> bool:
+    """ENOSPC anywhere in the chain, or a failed write (torch.save reports a stream error, not
+    ENOSPC) on a file system with less than 1 MiB left."""
+    while exc is not None:
+        if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc):
+            return True
+        if isinstance(exc, (OSError, RuntimeError)) and any(
+                sign in str(exc) for sign in ("iostream error", "unexpected pos", "file write failed")):
+            try:
+                return shutil.disk_usage(folder).free < 2**20
+            except OSError:
+                return False
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def train(run: Run) -> dict[str, Any]:
-    """Load, adapt, train, save and test; return the final metrics."""
+    """Load, adapt, train, save and test; return the final metrics. A full disk is reported as
+    such: the checkpoints completed before it stay, and the run can resume once there is room."""
+    try:
+        return _train(run)
+    except Exception as exc:
+        if not _disk_full(exc, run.output_dir):
+            raise
+        folder = run.path("checkpoints")
+        last = last_complete_checkpoint(folder) if folder.is_dir() else None
+        kept = f"the last complete checkpoint, {last}, is intact" if last else "no checkpoint had been completed"
+        raise StorageError(f"no space left on the device of {run.output_dir} while saving; {kept}. Free some space, "
+                           "then continue with --set training.resume_from_checkpoint=true") from None
+
+
+def _train(run: Run) -> dict[str, Any]:
     t = run.training
     transformers.set_seed(t.seed)
     task, method = run.task, run.method
@@ -250,7 +282,10 @@ def train(run: Run) -> dict[str, Any]:
                              f"{run.path('checkpoints')}; continue with "
                              "--set training.resume_from_checkpoint=true")
 
-    metrics: dict[str, Any] = {"train": output.metrics, **params}
+    metrics: dict[str, Any] = {"train": output.metrics, **params, "train_batch_size": trainer._train_batch_size}
+    if t.auto_find_batch_size and trainer._train_batch_size != t.per_device_train_batch_size:
+        log.warning("auto_find_batch_size: per_device_train_batch_size %d did not fit in memory; trained with %d",
+                    t.per_device_train_batch_size, trainer._train_batch_size)
     if trainer.state.best_model_checkpoint:
         metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
         metrics["best_metric"] = trainer.state.best_metric

