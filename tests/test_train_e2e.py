@@ -174,7 +174,8 @@ def test_precision_and_memory_options_run(adapt_cli, tiny_bert_dir, text_data, t
     assert len(losses) == 2 and all(loss == loss for loss in losses)  # logged and not NaN
 
 
-def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tiny_bert_dir, text_data, tmp_path) -> None:
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_signal_saves_a_checkpoint_and_the_run_resumes(signame: str, tiny_bert_dir, text_data, tmp_path) -> None:
     import os
     import signal
     import subprocess
@@ -190,12 +191,12 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tiny_bert_dir, text_data
     while not list(checkpoints.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, signame))
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
-    assert "SIGTERM received" in stderr and "resume_from_checkpoint=true" in stderr
+    assert f"{signame} received" in stderr and "resume_from_checkpoint=true" in stderr
     status = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert status["status"] == "interrupted" and status["signal"] == "SIGTERM"
+    assert status["status"] == "interrupted" and status["signal"] == signame
     saved = sorted(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*"))
     assert saved and saved[-1] < 72, saved  # stopped before the 12 epochs' 72 steps
 

@@ -260,7 +260,7 @@ def _train(run: Run) -> dict[str, Any]:
         callback.stop_requested = signal.Signals(signum).name
         log.warning("%s received: saving a checkpoint and stopping", callback.stop_requested)
 
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     resume = _resume_path(run)
     try:
         output = trainer.train(resume_from_checkpoint=resume)
@@ -273,7 +273,8 @@ def _train(run: Run) -> dict[str, Any]:
                               f"model or method?): {detail}") from None
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if callback.stop_requested:
         from adapt.run import write_status
 
