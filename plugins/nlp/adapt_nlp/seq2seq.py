@@ -105,6 +105,18 @@ class Seq2SeqTask(TextTask):
         decode = lambda ids: [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]  # noqa: E731
         return decode(preds), decode(labels)
 
+    def scores(self, predictions: list[str], references: list[str]) -> dict[str, float]:
+        """The task's metrics of generated texts against the references."""
+        raise NotImplementedError
+
+    def compute_metrics(self, run: Any, loaded: LoadedModel) -> Any:
+        def compute(prediction: Any) -> dict[str, float]:
+            predictions, references = self.decoded(loaded, prediction)
+            return {**self.scores(predictions, references),
+                    "gen_len": sum(len(p.split()) for p in predictions) / max(len(predictions), 1)}
+
+        return compute
+
     def predict(self, run: Any, loaded: LoadedModel, path: str) -> list[dict[str, Any]]:
         p = run.task_params
         inputs, _ = self.pairs(run, self.read(run, "predict", path), path, "predict")
@@ -132,14 +144,8 @@ class Summarization(Seq2SeqTask):
         self.check_text(table, p.summary_column, path, split)
         return table[p.document_column], table[p.summary_column]
 
-    def compute_metrics(self, run: Any, loaded: LoadedModel) -> Any:
-        def compute(prediction: Any) -> dict[str, float]:
-            predictions, references = self.decoded(loaded, prediction)
-            scores = rouge_scores(predictions, references)
-            scores["gen_len"] = sum(len(p.split()) for p in predictions) / max(len(predictions), 1)
-            return scores
-
-        return compute
+    def scores(self, predictions: list[str], references: list[str]) -> dict[str, float]:
+        return rouge_scores(predictions, references)
 
 
 class Translation(Seq2SeqTask):
@@ -174,13 +180,8 @@ class Translation(Seq2SeqTask):
         self.check_text(table, p.target_column, path, split)
         return table[p.source_column], table[p.target_column]
 
-    def compute_metrics(self, run: Any, loaded: LoadedModel) -> Any:
+    def scores(self, predictions: list[str], references: list[str]) -> dict[str, float]:
         import sacrebleu
 
-        def compute(prediction: Any) -> dict[str, float]:
-            predictions, references = self.decoded(loaded, prediction)
-            scores = {"bleu": float(sacrebleu.corpus_bleu(predictions, [references]).score), **rouge_scores(predictions, references)}
-            scores["gen_len"] = sum(len(p.split()) for p in predictions) / max(len(predictions), 1)
-            return scores
-
-        return compute
+        return {"bleu": float(sacrebleu.corpus_bleu(predictions, [references]).score),
+                **rouge_scores(predictions, references)}
