@@ -54,3 +54,12 @@ def test_plan_reports_parameters_memory_and_steps(adapt_cli, bert64, text_data) 
     assert lora["optimizer_bytes"] == 8 * lora["trainable_parameters"]  # AdamW: two fp32 moments
     assert full["total_bytes"] > lora["total_bytes"] > qlora["total_bytes"]
     assert qlora["weights_bytes"] < 0.6 * lora["weights_bytes"], (qlora["weights_bytes"], lora["weights_bytes"])
+
+
+def test_plan_counts_rows_as_the_task_reads_them(adapt_cli, bert64, text_data) -> None:
+    # 96 rows: 24 carved off as validation first, then the 72 left are limited to 60 (read_splits' order)
+    result = adapt_cli("plan", "--task", "text_classification", "--method", "lora", "--model", bert64,
+                       "--train", text_data["train"], "--set", "data.validation_split=0.25",
+                       "--set", "data.max_train_samples=60", "--set", "training.per_device_train_batch_size=16")
+    assert result.returncode == 0, result
+    assert result.json()["train_rows"] == 60 and result.json()["steps_per_epoch"] == 4

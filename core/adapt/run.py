@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -26,13 +27,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from adapt.api import Backend, Method, Saver, Task
+from adapt.api import Backend, LoadedModel, Method, Saver, Task
 from adapt.config import RunConfig, validate_params
 from adapt.errors import AdaptError, ConfigError, PluginError, RunInterrupted
 from adapt.plugins import Registry, get_registry
 
 log = logging.getLogger("adapt")
 ENGINES = ("hf",)
+RUN_LOGGERS = ("adapt", "transformers", "peft")  # what a run's train.log records
 
 
 @dataclass
@@ -225,10 +227,27 @@ def setup_logging(run: Run | None = None, level: int = logging.INFO) -> logging.
         file_handler = logging.FileHandler(run.path(name), encoding="utf-8")
         file_handler.setFormatter(fmt)
         logger.addHandler(file_handler)
-        for other in ("transformers", "peft"):
-            logging.getLogger(other).addHandler(file_handler)
+        for name in RUN_LOGGERS[1:]:  # "adapt" has it already
+            logging.getLogger(name).addHandler(file_handler)
         return file_handler
     return None
+
+
+def load_adapted(run: Run, source: str, meta: dict[str, Any]) -> LoadedModel:
+    """The model as a run trains it: loaded by the task with the method's load options (e.g.
+    quantization), then adapted by the method around the task's head."""
+    run.load_options = run.method.load_options(run.method_params)
+    loaded = run.task.load_model(run, source, meta)
+    run.head_modules = run.task.head_modules(loaded.model)
+    loaded.model = run.method.apply(loaded.model, run.method_params, run)
+    return loaded
+
+
+def steps_per_epoch(run: Run, n_train: int) -> int:
+    """Optimizer steps in one epoch over ``n_train`` rows, across processes and accumulation."""
+    t = run.training
+    batches = math.ceil(n_train / (t.per_device_train_batch_size * run.world_size))
+    return max(1, math.ceil(batches / t.gradient_accumulation_steps))
 
 
 def parameter_report(model: Any) -> dict[str, Any]:
@@ -268,7 +287,6 @@ def train(run: Run) -> dict[str, Any]:
         # corrected rerun ("already holds files"). Anything else stays for inspection.
         if new_folder and run.is_main_process and not any(run.path("checkpoints").glob("checkpoint-*")):
             shutil.rmtree(run.output_dir, ignore_errors=True)
-            new_folder = False
             status = "removed"
         raise
     finally:
@@ -277,6 +295,6 @@ def train(run: Run) -> dict[str, Any]:
         reported = "failed" if status == "removed" else status
         run.registry.notify("adapt_run_finished", run=run, result={"status": reported, **result})
         if handler is not None:
-            for name in ("adapt", "transformers", "peft"):
+            for name in RUN_LOGGERS:
                 logging.getLogger(name).removeHandler(handler)
             handler.close()

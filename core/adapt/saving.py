@@ -90,15 +90,14 @@ def load_run_model(run: Any, model_dir: str | Path) -> LoadedModel:
     """Reload the model folder written by :func:`save_model_folder`."""
     from safetensors.torch import load_file
 
+    from adapt.run import load_adapted
+
     info = read_info(model_dir)
     meta = info.get("meta") or {}
     if info["format"] == "native":
         run.load_options = {}
         return run.task.load_model(run, str(model_dir), meta)
-    run.load_options = run.method.load_options(run.method_params)
-    loaded = run.task.load_model(run, info["base_model"], meta)
-    run.head_modules = run.task.head_modules(loaded.model)
-    loaded.model = run.method.apply(loaded.model, run.method_params, run)
+    loaded = load_adapted(run, info["base_model"], meta)
     state = load_file(str(Path(model_dir) / ADAPTER_FILE))
     unknown = sorted(set(state) - set(loaded.model.state_dict()))
     if unknown:

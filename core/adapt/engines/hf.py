@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import math
 import shutil
 import signal
 import tempfile
@@ -28,7 +27,7 @@ from transformers.trainer_callback import ProgressCallback
 from adapt.config import TrainingConfig
 from adapt.errors import ConfigError, RunInterrupted, StorageError
 from adapt.report import plot_curves
-from adapt.run import Run, parameter_report, write_json
+from adapt.run import Run, load_adapted, parameter_report, steps_per_epoch, write_json
 from adapt.saving import load_run_model, save_outputs
 
 log = logging.getLogger("adapt")
@@ -39,20 +38,29 @@ SCHEDULER_ALIASES = {"warmup_linear": "linear", "warmup_cosine": "cosine",
                      "warmup_polynomial": "polynomial", "warmup_constant": "constant_with_warmup"}
 
 
-def _precision(t: TrainingConfig) -> dict[str, bool]:
-    if t.precision == "32":
-        return {}
-    if t.precision == "16" and torch.cuda.is_available():
-        return {"fp16": True}
-    if t.precision == "16":
-        log.warning("precision 16: fp16 mixed precision needs a GPU; training in bf16 on the CPU instead")
-    return {"bf16": True}
+def _device(t: TrainingConfig) -> dict[str, bool]:
+    """Device and precision fields: the CPU when there is no GPU; precision 16 is bf16 there."""
+    cuda = torch.cuda.is_available()
+    settings = {"use_cpu": not cuda, "dataloader_pin_memory": cuda}
+    if t.precision == "16" and cuda:
+        settings["fp16"] = True
+    elif t.precision != "32":
+        if t.precision == "16":
+            log.warning("precision 16: fp16 mixed precision needs a GPU; training in bf16 on the CPU instead")
+        settings["bf16"] = True
+    return settings
 
 
-def steps_per_epoch(run: Run, n_train: int) -> int:
-    t = run.training
-    batches = math.ceil(n_train / (t.per_device_train_batch_size * run.world_size))
-    return max(1, math.ceil(batches / t.gradient_accumulation_steps))
+def _arguments(run: Run, kwargs: dict[str, Any]) -> TrainingArguments:
+    """TrainingArguments, or Seq2SeqTrainingArguments generating as the task says; transformers'
+    own checks of a combination of settings become config errors."""
+    generation = run.task.generation_settings(run)
+    try:
+        if generation is not None:
+            return Seq2SeqTrainingArguments(**kwargs, predict_with_generate=True, **generation)
+        return TrainingArguments(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"training settings rejected by transformers: {exc}") from None
 
 
 def training_arguments(run: Run, n_train: int, has_eval: bool, **extra: Any) -> TrainingArguments:
@@ -97,18 +105,11 @@ def training_arguments(run: Run, n_train: int, has_eval: bool, **extra: Any) -> 
         gradient_checkpointing=t.gradient_checkpointing,
         label_smoothing_factor=t.label_smoothing_factor,
         label_names=list(run.task.label_names), report_to="none", disable_tqdm=False,
-        dataloader_pin_memory=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(),
-        **_precision(t),
+        **_device(t),
     )
     kwargs.update(run.backend.engine_settings("hf", run))
     kwargs.update(extra)
-    generation = run.task.generation_settings(run)
-    try:
-        if generation is not None:
-            return Seq2SeqTrainingArguments(**kwargs, predict_with_generate=True, **generation)
-        return TrainingArguments(**kwargs)
-    except ValueError as exc:  # transformers' own checks of a combination of settings
-        raise ConfigError(f"training settings rejected by transformers: {exc}") from None
+    return _arguments(run, kwargs)
 
 
 class ProgressBar(ProgressCallback):
@@ -226,12 +227,7 @@ def _train(run: Run) -> dict[str, Any]:
     t = run.training
     transformers.set_seed(t.seed)
     task, method = run.task, run.method
-    meta = task.inspect_data(run)
-    run.load_options = method.load_options(run.method_params)
-    source = run.config.model.path
-    loaded = task.load_model(run, source, meta)
-    run.head_modules = task.head_modules(loaded.model)
-    loaded.model = method.apply(loaded.model, run.method_params, run)
+    loaded = load_adapted(run, run.config.model.path, task.inspect_data(run))
     for saver in run.savers:
         saver.check(loaded)
     params = parameter_report(loaded.model)
@@ -315,14 +311,8 @@ def _trainer(run: Run, loaded: Any, args: TrainingArguments, **kwargs: Any) -> T
 
 
 def _eval_trainer(run: Run, loaded: Any, folder: str) -> Trainer:
-    kwargs = dict(output_dir=folder, per_device_eval_batch_size=run.training.per_device_eval_batch_size,
-                  report_to="none", label_names=list(run.task.label_names), use_cpu=not torch.cuda.is_available(),
-                  **_precision(run.training))
-    generation = run.task.generation_settings(run)
-    if generation is not None:
-        args = Seq2SeqTrainingArguments(**kwargs, predict_with_generate=True, **generation)
-    else:
-        args = TrainingArguments(**kwargs)
+    args = _arguments(run, dict(output_dir=folder, per_device_eval_batch_size=run.training.per_device_eval_batch_size,
+                                report_to="none", label_names=list(run.task.label_names), **_device(run.training)))
     return _trainer(run, loaded, args)
 
 
