@@ -19,6 +19,7 @@ from adapt_methods.common import (
     ensure_quantized,
     head_of,
     kind,
+    matches,
     quantization_load_options,
     quantized_kind,
 )
@@ -87,9 +88,7 @@ class LoraMethod(Method):
             targets = params.target_modules
         else:
             targets = lora_targets(model, head)
-        names = dict(model.named_modules())
-        conv1d = any(kind(m) == "Conv1D" for n, m in names.items() if n in targets or
-                     any(n.endswith("." + t) for t in targets))
+        conv1d = any(kind(m) == "Conv1D" and matches(n, targets) for n, m in model.named_modules())
         config = LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout, target_modules=targets,
                             fan_in_fan_out=params.fan_in_fan_out or conv1d, init_lora_weights=params.init_lora_weights,
                             use_dora=self.use_dora, modules_to_save=[*head, *params.modules_to_save] or None,

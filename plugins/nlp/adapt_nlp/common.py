@@ -76,6 +76,28 @@ class TextTask(Task):
             raise ModelError(f"model {source} could not be loaded for {self.name.replace('_', ' ')}: "
                              f"{_first_line(exc)}") from None
 
+    def max_tokens(self, loaded: LoadedModel, configured: int) -> int:
+        """``configured`` when positive, else the model's limit: the tokenizer's, or the model's
+        position embeddings when the tokenizer has none (transformers then says ~1e30)."""
+        if configured > 0:
+            return configured
+        limit = getattr(loaded.processor, "model_max_length", None)
+        if not limit or limit > 100_000:
+            limit = getattr(loaded.model.config, "max_position_embeddings", 512)
+        return int(limit)
+
+    def outputs(self, run: Any, loaded: LoadedModel, features: Any) -> Any:
+        """Model outputs over prepared features, in collated batches of per_device_eval_batch_size."""
+        import torch
+
+        collate, model = self.data_collator(run, loaded), loaded.model
+        device = next(model.parameters()).device
+        size = run.training.per_device_eval_batch_size
+        with torch.no_grad():
+            for first in range(0, len(features), size):
+                batch = collate([features[i] for i in range(first, min(first + size, len(features)))])
+                yield model(**{k: v.to(device) for k, v in batch.items()})
+
     def save_model(self, loaded: LoadedModel, folder: str) -> None:
         loaded.model.save_pretrained(folder)
         loaded.processor.save_pretrained(folder)

@@ -214,21 +214,13 @@ class QuestionAnswering(TextTask):
         return DataCollatorWithPadding(loaded.processor)
 
     def predict(self, run: Any, loaded: LoadedModel, path: str) -> list[dict[str, Any]]:
-        import torch
-
         p = run.task_params
         table = self.read(run, "predict", path)
         self.check_text(table, p.question_column, path, "predict")
         self.check_text(table, p.context_column, path, "predict")
         features, context = self._features(run, loaded, table, None)
-        collate, model = self.data_collator(run, loaded), loaded.model
-        device = next(model.parameters()).device
         starts, ends = [], []
-        size = run.training.per_device_eval_batch_size
-        with torch.no_grad():
-            for first in range(0, len(features), size):
-                batch = collate([features[i] for i in range(first, min(first + size, len(features)))])
-                out = model(**{k: v.to(device) for k, v in batch.items()})
-                starts.extend(out.start_logits.float().cpu().numpy())
-                ends.extend(out.end_logits.float().cpu().numpy())
+        for out in self.outputs(run, loaded, features):
+            starts.extend(out.start_logits.float().cpu().numpy())
+            ends.extend(out.end_logits.float().cpu().numpy())
         return self._best_answers(run, loaded, context, starts, ends)

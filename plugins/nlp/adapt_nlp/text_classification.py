@@ -81,20 +81,12 @@ class TextClassification(TextTask):
                 raise DataError(f"{split} data {path}, row {row}, column {p.label_column}: label {bad[0]!r} "
                                 f"is not in the label set ({', '.join(meta['labels'])})")
 
-    def _max_length(self, run: Any, loaded: LoadedModel) -> int:
-        if run.task_params.max_seq_length > 0:
-            return run.task_params.max_seq_length
-        limit = getattr(loaded.processor, "model_max_length", None)
-        if not limit or limit > 100_000:
-            limit = getattr(loaded.model.config, "max_position_embeddings", 512)
-        return int(limit)
-
     def _encode(self, run: Any, loaded: LoadedModel, table: Any, with_labels: bool) -> Any:
         p = run.task_params
         tokenizer, meta = loaded.processor, loaded.meta
         index = {name: i for i, name in enumerate(meta["labels"])}
         multi = meta["problem_type"] == "multi_label"
-        max_length = self._max_length(run, loaded)
+        max_length = self.max_tokens(loaded, p.max_seq_length)
         padding = "max_length" if p.pad_to_max_length else False
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
@@ -170,22 +162,16 @@ class TextClassification(TextTask):
         table = self.read(run, "predict", path)
         self._check_rows(table, path, "predict", run, loaded.meta)
         encoded = self._encode(run, loaded, table, with_labels=False)
-        collate = self.data_collator(run, loaded)
         labels, multi = loaded.meta["labels"], loaded.meta["problem_type"] == "multi_label"
-        model = loaded.model
-        device = next(model.parameters()).device
-        batch_size = run.training.per_device_eval_batch_size
         rows: list[dict[str, Any]] = []
-        with torch.no_grad():
-            for start in range(0, len(encoded), batch_size):
-                batch = collate([encoded[i] for i in range(start, min(start + batch_size, len(encoded)))])
-                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
-                probs = torch.sigmoid(logits) if multi else torch.softmax(logits, dim=-1)
-                for p in probs.cpu().tolist():
-                    scores = dict(zip(labels, p, strict=True))
-                    if multi:
-                        rows.append({"labels": [name for name, s in scores.items() if s > 0.5], "scores": scores})
-                    else:
-                        best = max(range(len(p)), key=p.__getitem__)
-                        rows.append({"label": labels[best], "score": p[best], "scores": scores})
+        for output in self.outputs(run, loaded, encoded):
+            logits = output.logits.float()
+            probs = torch.sigmoid(logits) if multi else torch.softmax(logits, dim=-1)
+            for p in probs.cpu().tolist():
+                scores = dict(zip(labels, p, strict=True))
+                if multi:
+                    rows.append({"labels": [name for name, s in scores.items() if s > 0.5], "scores": scores})
+                else:
+                    best = max(range(len(p)), key=p.__getitem__)
+                    rows.append({"label": labels[best], "score": p[best], "scores": scores})
         return rows

@@ -69,7 +69,7 @@ class TokenClassification(TextTask):
         p = run.task_params
         tokenizer = loaded.processor
         index = {name: i for i, name in enumerate(loaded.meta["labels"])}
-        limit = p.max_seq_length if p.max_seq_length > 0 else min(getattr(tokenizer, "model_max_length", 512), 4096)
+        limit = self.max_tokens(loaded, p.max_seq_length)
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
             out = tokenizer(batch[p.tokens_column], is_split_into_words=True, truncation=True, max_length=limit)
@@ -160,7 +160,7 @@ class TokenClassification(TextTask):
         self._check(run, table, path, "predict", loaded.meta["labels"])
         tokenizer, model, names = loaded.processor, loaded.model, loaded.meta["labels"]
         device = next(model.parameters()).device
-        limit = p.max_seq_length if p.max_seq_length > 0 else min(getattr(tokenizer, "model_max_length", 512), 4096)
+        limit = self.max_tokens(loaded, p.max_seq_length)
         rows = []
         with torch.no_grad():
             for tokens in table[p.tokens_column]:
