@@ -53,64 +53,64 @@ def make_tokenizer(folder: str | Path) -> Any:
     return tokenizer
 
 
-def tiny_bert(folder: str | Path, seed: int = 0, hidden_size: int = 32, layers: int = 2) -> str:
-    """Save a randomly initialised tiny BERT encoder and its tokenizer; return the folder."""
+def _save_tiny(folder: str | Path, seed: int, build: Callable[[Any], Any]) -> str:
+    """Save the tiny tokenizer and ``build(tokenizer)`` (a random model, seeded) to ``folder``."""
     import torch
-    from transformers import BertConfig, BertModel
 
     folder = Path(folder)
     tokenizer = make_tokenizer(folder)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers,
-                        num_attention_heads=2, intermediate_size=2 * hidden_size, max_position_embeddings=64,
-                        initializer_range=0.2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    BertModel(config).save_pretrained(str(folder))
+    build(tokenizer).save_pretrained(str(folder))
     return str(folder)
+
+
+def tiny_bert(folder: str | Path, seed: int = 0, hidden_size: int = 32, layers: int = 2) -> str:
+    """Save a randomly initialised tiny BERT encoder and its tokenizer; return the folder."""
+    from transformers import BertConfig, BertModel
+
+    return _save_tiny(folder, seed, lambda tokenizer: BertModel(BertConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=2 * hidden_size, max_position_embeddings=64, initializer_range=0.2,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)))
 
 
 def tiny_causal_lm(folder: str | Path, family: str = "gpt2", seed: int = 0) -> str:
     """Save a tiny random GPT-2 or Llama causal LM with the tiny tokenizer; return the folder."""
-    import torch
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-    folder = Path(folder)
-    tokenizer = make_tokenizer(folder)
-    ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-           "bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id}
-    torch.manual_seed(seed)
-    if family == "gpt2":
-        model = GPT2LMHeadModel(GPT2Config(n_positions=128, n_embd=32, n_layer=2, n_head=2, **ids))
-    elif family == "llama":
-        model = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                             num_attention_heads=2, num_key_value_heads=2,
-                                             max_position_embeddings=128, **ids))
-    else:
+    if family not in ("gpt2", "llama"):
         raise ValueError(f"unknown family {family!r} (gpt2, llama)")
-    model.save_pretrained(str(folder))
-    return str(folder)
+
+    def build(tokenizer: Any) -> Any:
+        ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+               "bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id}
+        if family == "gpt2":
+            return GPT2LMHeadModel(GPT2Config(n_positions=128, n_embd=32, n_layer=2, n_head=2, **ids))
+        return LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=2, num_key_value_heads=2,
+                                            max_position_embeddings=128, **ids))
+
+    return _save_tiny(folder, seed, build)
 
 
 def tiny_seq2seq(folder: str | Path, family: str = "t5", seed: int = 0) -> str:
     """Save a tiny random T5 or BART encoder-decoder with the tiny tokenizer; return the folder."""
-    import torch
     from transformers import BartConfig, BartForConditionalGeneration, T5Config, T5ForConditionalGeneration
 
-    folder = Path(folder)
-    tokenizer = make_tokenizer(folder)
-    ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-           "eos_token_id": tokenizer.sep_token_id, "decoder_start_token_id": tokenizer.pad_token_id}
-    torch.manual_seed(seed)
-    if family == "t5":
-        model = T5ForConditionalGeneration(T5Config(d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, **ids))
-    elif family == "bart":
-        model = BartForConditionalGeneration(BartConfig(
+    if family not in ("t5", "bart"):
+        raise ValueError(f"unknown family {family!r} (t5, bart)")
+
+    def build(tokenizer: Any) -> Any:
+        ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+               "eos_token_id": tokenizer.sep_token_id, "decoder_start_token_id": tokenizer.pad_token_id}
+        if family == "t5":
+            return T5ForConditionalGeneration(T5Config(d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, **ids))
+        return BartForConditionalGeneration(BartConfig(
             d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
             encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128, bos_token_id=tokenizer.cls_token_id,
             forced_eos_token_id=tokenizer.sep_token_id, **ids))
-    else:
-        raise ValueError(f"unknown family {family!r} (t5, bart)")
-    model.save_pretrained(str(folder))
-    return str(folder)
+
+    return _save_tiny(folder, seed, build)
 
 
 def token_classification_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:

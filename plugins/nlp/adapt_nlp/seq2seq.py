@@ -53,6 +53,14 @@ class Seq2SeqTask(TextTask):
     def pairs(self, run: Any, table: Any, path: str, split: str) -> tuple[list[str], list[str]]:
         raise NotImplementedError
 
+    def column_pairs(self, table: Any, path: str, split: str, source: str, target: str) -> tuple[list[str], list[str]]:
+        """Checked (input, target) texts from two columns; predict data needs no target."""
+        self.check_text(table, source, path, split)
+        if split == "predict":
+            return table[source], [""] * len(table)
+        self.check_text(table, target, path, split)
+        return table[source], table[target]
+
     def generation_settings(self, run: Any) -> dict[str, Any]:
         p = run.task_params
         return {"generation_max_length": p.generation_max_length, "generation_num_beams": p.generation_num_beams}
@@ -138,11 +146,7 @@ class Summarization(Seq2SeqTask):
 
     def pairs(self, run: Any, table: Any, path: str, split: str) -> tuple[list[str], list[str]]:
         p = run.task_params
-        self.check_text(table, p.document_column, path, split)
-        if split == "predict":
-            return table[p.document_column], [""] * len(table)
-        self.check_text(table, p.summary_column, path, split)
-        return table[p.document_column], table[p.summary_column]
+        return self.column_pairs(table, path, split, p.document_column, p.summary_column)
 
     def scores(self, predictions: list[str], references: list[str]) -> dict[str, float]:
         return rouge_scores(predictions, references)
@@ -174,11 +178,7 @@ class Translation(Seq2SeqTask):
         if missing:
             raise DataError(f"{split} data {path}: missing column(s) {', '.join(missing)} (found: "
                             f"{', '.join(table.column_names)}); give source / target columns or a translation column")
-        self.check_text(table, p.source_column, path, split)
-        if split == "predict":
-            return table[p.source_column], [""] * len(table)
-        self.check_text(table, p.target_column, path, split)
-        return table[p.source_column], table[p.target_column]
+        return self.column_pairs(table, path, split, p.source_column, p.target_column)
 
     def scores(self, predictions: list[str], references: list[str]) -> dict[str, float]:
         import sacrebleu
