@@ -7,6 +7,7 @@ import re
 import pytest
 from adapt.config import RunConfig, TrainingConfig, apply_override, parse_config, read_yaml
 from adapt.errors import ConfigError, PluginError
+from adapt.plugins import Registry
 from adapt.run import resolve
 
 # Defaults of the Azure ML fine-tune component tables (spec/), where adapt keeps them.
@@ -130,7 +131,8 @@ def test_resolve_accepts_azure_ml_lora_aliases() -> None:
     assert run.method_params.r == 4 and run.method_params.alpha == 8
 
 
-def test_unknown_plugin_names_say_what_is_installed_and_who_provides_it() -> None:
+def test_unknown_plugin_names_say_what_is_installed_and_who_provides_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADAPT_DISABLE_PLUGINS", "mlflow,backends")
     with pytest.raises(PluginError) as err:
         resolve(parse_config(minimal(task="object_detection")))
     message = str(err.value)
@@ -138,12 +140,13 @@ def test_unknown_plugin_names_say_what_is_installed_and_who_provides_it() -> Non
     assert "adapt-vision" in message
     with pytest.raises(PluginError, match="unknown method 'tuning'"):
         resolve(parse_config(minimal(method="tuning")))
+    without = Registry().load()  # ADAPT_DISABLE_PLUGINS=mlflow,backends, set above
     with pytest.raises(PluginError, match="adapt-backends"):
-        resolve(parse_config(minimal(backend="ddp")))
+        resolve(parse_config(minimal(backend="ddp")), without)
     with pytest.raises(PluginError, match="adapt-mlflow"):
-        resolve(parse_config(minimal(savers=["mlflow"])))
+        resolve(parse_config(minimal(savers=["mlflow"])), without)
     with pytest.raises(PluginError, match="mlflow_model_path.*adapt-mlflow"):
-        resolve(parse_config(minimal(model={"mlflow_model_path": "mlmodel"})))
+        resolve(parse_config(minimal(model={"mlflow_model_path": "mlmodel"})), without)
 
 
 def test_metric_for_best_model_must_be_a_task_metric() -> None:

@@ -260,3 +260,55 @@ def test_a_pack_registers_tasks_backends_and_savers(site: Path) -> None:
     assert registry.get("backend", "local_test").launch(lambda: 42, None) == 42
     assert registry.owner("task", "echo").distribution == "adapt-every-kind"
     assert registry.get("saver", "null_test").description == "A test saver."
+
+
+COMMANDS_AND_SOURCES = '''
+import typer
+from adapt import hookimpl
+
+def hello(name: str = typer.Option("world", help="Who.")):
+    """Say hello (a pack's command)."""
+    typer.echo(f"hello {name}")
+
+@hookimpl
+def adapt_register_commands(cli):
+    cli.command("hello")(hello)
+
+@hookimpl
+def adapt_model_source(run, reference):
+    path = reference.get("mlflow_model_path") or ""
+    if path.startswith("zoo:"):
+        import os
+        return os.environ["ZOO_" + path[4:]]
+    return None
+'''
+
+BROKEN_COMMAND = '''
+from adapt import hookimpl
+
+@hookimpl
+def adapt_register_commands(cli):
+    raise RuntimeError("no commands today")
+'''
+
+
+def test_packs_add_commands_and_model_sources(site: Path, tmp_path: Path, tiny_bert_dir: str, text_data: dict) -> None:
+    make_dist(site, "adapt-zoo", "adapt_zoo", COMMANDS_AND_SOURCES)
+    make_dist(site, "adapt-broken-command", "adapt_broken_command", BROKEN_COMMAND)
+    env = {"PYTHONPATH": str(site), "ADAPT_LOAD_PLUGINS": "adapt-zoo,adapt-broken-command,adapt-nlp,adapt-methods",
+           "ZOO_bert": tiny_bert_dir}
+    hello = run_adapt("hello", "--name", "adapt", env=env)
+    assert hello.returncode == 0 and hello.stdout == "hello adapt\n", hello
+    assert "hello" in run_adapt("--help", env=env).stdout
+    listed = run_adapt("plugins", env=env).stdout
+    assert "adapt_register_commands raised RuntimeError: no commands today" in listed
+
+    common = ["train", "--task", "text_classification", "--train", text_data["train"], "--set", "training.max_steps=1"]
+    result = run_adapt(*common, "--set", "model.mlflow_model_path=zoo:bert", "--output", "run", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result
+    assert json.loads((tmp_path / "run" / "model" / "adapt.json").read_text())["base_model"] == str(Path(tiny_bert_dir).resolve())
+    unknown = run_adapt(*common, "--set", "model.mlflow_model_path=elsewhere", "--output", "run2", cwd=tmp_path, env=env)
+    assert unknown.returncode == 2 and "no installed pack can read elsewhere" in unknown.stderr, unknown
+    none = run_adapt(*common, "--set", "model.mlflow_model_path=zoo:bert", "--output", "run3", cwd=tmp_path,
+                     env={**env, "ADAPT_LOAD_PLUGINS": "adapt-nlp,adapt-methods"})
+    assert none.returncode == 2 and "pip install adapt-mlflow" in none.stderr, none

@@ -8,6 +8,7 @@ are imported inside those methods, never at module level, so listing plugins sta
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -100,6 +101,11 @@ class Task(_Named):
         """Predictions, one JSON-able dict per input row of the data file at ``path``."""
         raise NotImplementedError
 
+    def predict_columns(self, run: Run, columns: list[str]) -> list[str]:
+        """Which of a data file's ``columns`` :meth:`predict` reads (model signatures record
+        them); all of them unless the task says otherwise."""
+        return list(columns)
+
     def save_model(self, loaded: LoadedModel, folder: str) -> None:
         """Write the (plain, merged) model and its processor in the task's native format."""
         raise NotImplementedError
@@ -134,6 +140,11 @@ class Backend(_Named):
     def engine_settings(self, engine: str, run: Run) -> dict[str, Any]:
         """Settings for an engine, e.g. TrainingArguments fields for "hf"."""
         return {}
+
+    def gather_weights(self, model: torch.nn.Module, run: Run) -> AbstractContextManager[Any]:
+        """A context, entered by every worker around saving, in which ``model`` holds its full
+        weights (sharding backends gather them: ZeRO-3, FSDP); rank 0 saves inside it."""
+        return nullcontext()
 
 
 class Saver(_Named):

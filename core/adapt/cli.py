@@ -3,8 +3,10 @@ predict, so ``adapt --help`` and ``adapt plugins`` stay fast with every pack ins
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +20,14 @@ config_app = typer.Typer(help="Show and check run configs.", no_args_is_help=Tru
 app.add_typer(config_app, name="config")
 
 SET_HELP = "Override any config key: --set training.learning_rate=1e-4 (repeatable)."
+
+
+@contextlib.contextmanager
+def _results_to_stdout() -> Iterator[None]:
+    """While a command works, whatever libraries print (DeepSpeed logs to stdout when imported)
+    goes to stderr, so that stdout carries only the command's result (JSON, predictions)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def _build_config(config: Path | None, flags: dict[str, Any], overrides: list[str]) -> tuple[Any, str | None]:
@@ -80,7 +90,8 @@ def train(config: ConfigOption = None, task: TaskOption = None, method: MethodOp
     from adapt.run import train as run_train
 
     run = resolve(cfg, source=source, purpose="train")
-    metrics = run_train(run)
+    with _results_to_stdout():
+        metrics = run_train(run)
     summary = {k: metrics[k] for k in ("test", "validation") if k in metrics}
     typer.echo(json.dumps({"output": str(run.output_dir), **summary}, indent=2, default=str))
 
@@ -97,24 +108,17 @@ def plan(config: ConfigOption = None, task: TaskOption = None, method: MethodOpt
     from adapt.run import resolve, setup_logging
 
     setup_logging()
-    result = make_plan(resolve(cfg, source=source, purpose="train"))
+    with _results_to_stdout():
+        result = make_plan(resolve(cfg, source=source, purpose="train"))
     mib = {k.replace("_bytes", "_mib"): round(v / 2**20, 3) for k, v in result.items() if k.endswith("_bytes")}
     typer.echo(json.dumps({**result, **mib}, indent=2))
 
 
 def _model_run(model_path: Path, overrides: list[str], purpose: str) -> tuple[Any, Path]:
-    from adapt.config import apply_override, parse_config
-    from adapt.run import resolve
-    from adapt.saving import read_info
+    from adapt.run import model_run, setup_logging
 
     model_dir = model_path / "model" if (model_path / "model" / "adapt.json").is_file() else model_path
-    info = read_info(model_dir)
-    data = info["config"]
-    for assignment in overrides or []:
-        apply_override(data, assignment)
-    run = resolve(parse_config(data, str(model_dir / "adapt.json")), purpose=purpose)
-    from adapt.run import setup_logging
-
+    run = model_run(model_dir, overrides, purpose)
     setup_logging()
     return run, model_dir
 
@@ -131,7 +135,8 @@ def evaluate(model: RunArgument, data: DataOption, set_: SetOption = [],  # noqa
     run, model_dir = _model_run(model, set_, "evaluate")
     from adapt.engines import get_engine
 
-    metrics = get_engine(run.task.engine).evaluate(run, str(model_dir), data)
+    with _results_to_stdout():
+        metrics = get_engine(run.task.engine).evaluate(run, str(model_dir), data)
     text = json.dumps(metrics, indent=2, default=str)
     if output:
         output.write_text(text + "\n", encoding="utf-8")
@@ -146,7 +151,8 @@ def predict(model: RunArgument, data: DataOption, set_: SetOption = [],  # noqa:
     run, model_dir = _model_run(model, set_, "predict")
     from adapt.engines import get_engine
 
-    rows = get_engine(run.task.engine).predict(run, str(model_dir), data)
+    with _results_to_stdout():
+        rows = get_engine(run.task.engine).predict(run, str(model_dir), data)
     lines = "".join(json.dumps(row, default=str) + "\n" for row in rows)
     if output:
         output.write_text(lines, encoding="utf-8")
@@ -228,9 +234,27 @@ def config_import(
         typer.echo(text, nl=False)
 
 
+_commands_added = False
+
+
+def add_plugin_commands() -> None:
+    """Let installed packs add sub-commands (``adapt_register_commands``); a pack that fails is
+    reported by ``adapt plugins``, never breaks the command line."""
+    global _commands_added
+    if _commands_added:
+        return
+    _commands_added = True
+    from adapt.plugins import get_registry
+
+    for info, outcome in get_registry().call_each("adapt_register_commands", cli=app):
+        if isinstance(outcome, Exception):
+            info.errors.append(f"adapt_register_commands raised {type(outcome).__name__}: {outcome}")
+
+
 def main() -> None:
     """Entry point: user errors print one message and exit 2, without a traceback."""
     try:
+        add_plugin_commands()
         app()
     except AdaptError as exc:
         typer.echo(f"error: {exc}", err=True)

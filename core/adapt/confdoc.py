@@ -97,7 +97,7 @@ def model_markdown(model: type[BaseModel], title: str) -> str:
 def reference_markdown() -> str:
     """The configuration reference (docs/config-reference.md): the core's sections, then each
     installed task, method, backend and saver with its own parameters."""
-    from adapt.config import DataConfig, ModelConfig, TrainingConfig
+    from adapt.config import DataConfig, ModelConfig, TrackingConfig, TrainingConfig
     from adapt.plugins import KINDS, get_registry
 
     parts = ["# Configuration reference", "",
@@ -105,7 +105,8 @@ def reference_markdown() -> str:
              "(`make docs`); a test fails when this file is out of date. `adapt config show --task T",
              "--method M` prints the same as a commented YAML file.", "",
              model_markdown(RunConfig, "Top level"), model_markdown(ModelConfig, "model"),
-             model_markdown(DataConfig, "data"), model_markdown(TrainingConfig, "training")]
+             model_markdown(DataConfig, "data"), model_markdown(TrainingConfig, "training"),
+             model_markdown(TrackingConfig, "tracking")]
     registry = get_registry()
     section = {"task": "task_params", "method": "method_params", "backend": "backend_params", "saver": None}
     for kind in KINDS:

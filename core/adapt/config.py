@@ -181,6 +181,16 @@ class ModelConfig(Section):
         return value
 
 
+class TrackingConfig(Section):
+    """Run tracking by an installed tracker pack (adapt-mlflow): parameters, metrics, artefacts."""
+
+    enabled: bool = Field(True, description="Track runs with every installed tracker (false: none).")
+    uri: str | None = Field(None, description="Tracking store or server, e.g. http://host:5000 or sqlite:///runs.db "
+                            "(None: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working folder).")
+    experiment_name: str = Field("adapt", description="Experiment the runs are grouped under.")
+    run_name: str | None = Field(None, description="Name of the tracked run (None: the run folder's name).")
+
+
 class RunConfig(Section):
     """One run: what to learn (task), how (method), where (backend), and what to save."""
 
@@ -193,6 +203,7 @@ class RunConfig(Section):
     savers: list[str] = Field(["safetensors"], description="Formats to save the final model in, each into <output>/saved/<saver>/.")
     save_as_mlflow_model: bool | None = Field(None, description="Also save an MLflow model (None: yes when adapt-mlflow is installed).")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Common training parameters.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Where installed trackers record the run.")
     task_params: dict[str, Any] = Field(default_factory=dict, description="The task's own parameters (`adapt config show --task T`).")
     method_params: dict[str, Any] = Field(default_factory=dict, description="The method's own parameters.")
     backend_params: dict[str, Any] = Field(default_factory=dict, description="The backend's own parameters.")

@@ -41,6 +41,18 @@ def adapt_register_savers(register: Callable[[Saver], None]) -> None:
 
 
 @hookspec
+def adapt_register_commands(cli: Any) -> None:
+    """Add sub-commands to the ``adapt`` command line: ``cli`` is its ``typer.Typer`` app
+    (``@cli.command()``). Keep the module light: import heavy libraries inside the command."""
+
+
+@hookspec(firstresult=True)
+def adapt_model_source(run: Run, reference: dict[str, Any]) -> str | None:
+    """Turn a model reference the core cannot read itself (``reference`` is the run's ``model``
+    section, e.g. with ``mlflow_model_path``) into a local folder a task can load; None: not yours."""
+
+
+@hookspec
 def adapt_run_started(run: Run) -> None:
     """Called once the run folder exists and the config is resolved, before training starts."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from adapt.run import Run, load_adapted, parameter_report, steps_per_epoch
+from adapt.run import Run, load_adapted, model_source, parameter_report, steps_per_epoch
 
 # Optimizer state per trainable parameter, in multiples of the parameter's bytes.
 OPTIMIZER_STATES = {"sgd": 1.0, "adagrad": 1.0, "rmsprop": 1.0, "adafactor": 0.1}
@@ -42,7 +42,7 @@ def plan(run: Run) -> dict[str, Any]:
     from adapt.data import read_table
 
     t, data = run.training, run.config.data
-    model = load_adapted(run, run.config.model.path, run.task.inspect_data(run)).model
+    model = load_adapted(run, model_source(run), run.task.inspect_data(run)).model
     rows = len(read_table(data.train, "train"))
     if not data.validation and data.validation_split:  # carved first, then limited, as tasks read them
         rows -= math.ceil(rows * data.validation_split)
@@ -50,7 +50,7 @@ def plan(run: Run) -> dict[str, Any]:
         rows = min(rows, data.max_train_samples)
     per_epoch = steps_per_epoch(run, rows)
     steps = t.max_steps if t.max_steps > 0 else math.ceil(t.num_train_epochs * per_epoch)
-    return {"task": run.task.name, "method": run.method.name, "model": run.config.model.path,
+    return {"task": run.task.name, "method": run.method.name, "model": run.model_path,
             **parameter_report(model), **memory_estimate(model, t.optim), "train_rows": rows,
             "steps_per_epoch": per_epoch, "total_steps": steps,
             "effective_batch_size": t.per_device_train_batch_size * run.world_size * t.gradient_accumulation_steps,

@@ -34,6 +34,7 @@ from adapt.plugins import Registry, get_registry
 
 log = logging.getLogger("adapt")
 ENGINES = ("hf",)
+LAUNCHED_ENV = "ADAPT_LAUNCHED"  # set by launchers in the workers they start (value: "new" for a new run folder)
 RUN_LOGGERS = ("adapt", "transformers", "peft")  # what a run's train.log records
 
 
@@ -55,6 +56,7 @@ class Run:
     rank: int = 0
     world_size: int = 1
     head_modules: list[str] | None = None
+    model_path: str | None = None  # where the pretrained model was loaded from (see model_source)
     load_options: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -113,6 +115,8 @@ def resolve(config: RunConfig, registry: Registry | None = None, source: str | N
                                        f"backend {backend.name}", source),
         output_dir=config.output_dir(), registry=registry, source=source,
     )
+    if os.environ.get(LAUNCHED_ENV):  # a worker started by a distributed backend's launcher
+        run.rank, run.world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     _check_combinations(run, purpose)
     return run
 
@@ -126,11 +130,13 @@ def _check_combinations(run: Run, purpose: str) -> None:
                           f"of task {run.task.name} (allowed: {', '.join(metrics)})")
     if purpose != "train":
         return
-    if config.model.mlflow_model_path and "mlflow" not in run.registry.objects["saver"]:
+    if config.model.mlflow_model_path and not run.registry.pm.hook.adapt_model_source.get_hookimpls():
         raise PluginError("model.mlflow_model_path: reading an MLflow model folder needs the adapt-mlflow "
                           "distribution: pip install adapt-mlflow (or give model.path)")
     if not config.model.path and not config.model.mlflow_model_path:
         raise ConfigError("model: no model to adapt; give --model (a folder or hub id) or model.path")
+    if config.model.path and config.model.mlflow_model_path:
+        raise ConfigError("model: give either model.path or model.mlflow_model_path, not both")
     if not config.data.train:
         raise ConfigError("data.train: no training data; give --train FILE or data.train")
     has_validation = bool(config.data.validation or config.data.validation_split)
@@ -147,8 +153,8 @@ def _check_combinations(run: Run, purpose: str) -> None:
 # The run folder
 
 
-def prepare_output(run: Run) -> None:
-    """Create the run folder; refuse to write into another run's folder unless resuming or told."""
+def check_output(run: Run) -> None:
+    """Refuse to write into another run's folder unless resuming or told."""
     out = run.output_dir
     t = run.training
     if out.exists() and not out.is_dir():
@@ -158,10 +164,17 @@ def prepare_output(run: Run) -> None:
             f"output: {out} already holds files (an earlier run?). To continue that run set "
             "training.resume_from_checkpoint=true; to start over choose another --output, or set "
             "training.overwrite_output_dir=true")
-    out.mkdir(parents=True, exist_ok=True)
+
+
+def prepare_output(run: Run) -> None:
+    """Create the run folder (checked first, unless a launcher checked it before starting this
+    worker) and record the resolved config and the status."""
+    if not os.environ.get(LAUNCHED_ENV):
+        check_output(run)
+    run.output_dir.mkdir(parents=True, exist_ok=True)
     if run.is_main_process:
         text = yaml.safe_dump(run.resolved_dict(), sort_keys=False)
-        (out / "config.yaml").write_text(text, encoding="utf-8")
+        run.path("config.yaml").write_text(text, encoding="utf-8")
         write_status(run, "running", started=time.time())
 
 
@@ -233,6 +246,32 @@ def setup_logging(run: Run | None = None, level: int = logging.INFO) -> logging.
     return None
 
 
+def model_source(run: Run) -> str:
+    """Where to load the pretrained model from: ``model.path``, or the local folder a pack makes
+    of a reference the core cannot read itself (``model.mlflow_model_path``: adapt-mlflow)."""
+    if run.model_path is None:
+        m = run.config.model
+        run.model_path = m.path
+        if m.mlflow_model_path:
+            run.model_path = run.registry.pm.hook.adapt_model_source(run=run, reference=m.model_dump())
+            if not run.model_path:
+                raise PluginError(f"model.mlflow_model_path: no installed pack can read {m.mlflow_model_path} "
+                                  "(adapt-mlflow reads MLflow model folders: pip install adapt-mlflow)")
+    return run.model_path
+
+
+def model_run(model_dir: Path, overrides: list[str], purpose: str, registry: Registry | None = None) -> Run:
+    """The Run that reloads a model folder written by a training run (its adapt.json holds the
+    resolved config), with ``overrides`` (``dotted.key=value``) applied."""
+    from adapt.config import apply_override, parse_config
+    from adapt.saving import read_info
+
+    data = read_info(model_dir)["config"]
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    return resolve(parse_config(data, str(model_dir / "adapt.json")), registry, purpose=purpose)
+
+
 def load_adapted(run: Run, source: str, meta: dict[str, Any]) -> LoadedModel:
     """The model as a run trains it: loaded by the task with the method's load options (e.g.
     quantization), then adapted by the method around the task's head."""
@@ -266,17 +305,30 @@ def parameter_report(model: Any) -> dict[str, Any]:
 
 
 def train(run: Run) -> dict[str, Any]:
-    """Train a resolved run and return its final metrics."""
+    """Train a resolved run and return its final metrics: the backend runs :func:`train_here` in
+    each of its worker processes (the ``single`` backend: in this one)."""
+    return run.backend.launch(lambda: train_here(run), run) or {}
+
+
+def new_folder(run: Run) -> bool:
+    """Whether this run starts a new folder (one it may remove if bad input stops it early)."""
+    if os.environ.get(LAUNCHED_ENV):
+        return os.environ[LAUNCHED_ENV] == "new"
+    return not run.output_dir.exists() or not any(run.output_dir.iterdir())
+
+
+def train_here(run: Run) -> dict[str, Any]:
+    """Train in this process (one worker of the run) and record what happened."""
     from adapt.engines import get_engine
 
-    new_folder = not run.output_dir.exists() or not any(run.output_dir.iterdir())
+    is_new = new_folder(run)
     prepare_output(run)
     handler = setup_logging(run)
     log.info("run folder: %s", run.output_dir)
     run.registry.notify("adapt_run_started", run=run)
     status, result = "failed", {}
     try:
-        result = run.backend.launch(lambda: get_engine(run.task.engine).train(run), run) or {}
+        result = get_engine(run.task.engine).train(run) or {}
         status = "finished"
         return result
     except (KeyboardInterrupt, RunInterrupted):
@@ -285,7 +337,7 @@ def train(run: Run) -> dict[str, Any]:
     except AdaptError:
         # Bad input found before anything was trained: leave no folder that would block the
         # corrected rerun ("already holds files"). Anything else stays for inspection.
-        if new_folder and run.is_main_process and not any(run.path("checkpoints").glob("checkpoint-*")):
+        if is_new and run.is_main_process and not any(run.path("checkpoints").glob("checkpoint-*")):
             shutil.rmtree(run.output_dir, ignore_errors=True)
             status = "removed"
         raise

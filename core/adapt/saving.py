@@ -55,7 +55,7 @@ def save_model_folder(run: Any, loaded: LoadedModel, folder: Path, fmt: str) -> 
         if hasattr(loaded.processor, "save_pretrained"):
             loaded.processor.save_pretrained(str(tmp))
     info = {"format": fmt, "task": run.task.name, "method": run.method.name,
-            "base_model": _base_reference(run.config.model.path), "meta": loaded.meta,
+            "base_model": _base_reference(run.model_path), "meta": loaded.meta,
             "config": run.resolved_dict()}
     (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
     if folder.exists():
@@ -97,7 +97,10 @@ def load_run_model(run: Any, model_dir: str | Path) -> LoadedModel:
     if info["format"] == "native":
         run.load_options = {}
         return run.task.load_model(run, str(model_dir), meta)
-    loaded = load_adapted(run, info["base_model"], meta)
+    base = info["base_model"]
+    if base and not Path(base).is_absolute() and (Path(model_dir) / base).is_dir():
+        base = str(Path(model_dir) / base)  # a base shipped inside the folder (an MLflow model)
+    loaded = load_adapted(run, base, meta)
     state = load_file(str(Path(model_dir) / ADAPTER_FILE))
     unknown = sorted(set(state) - set(loaded.model.state_dict()))
     if unknown:

@@ -36,7 +36,7 @@ CASES: dict[str, tuple[Any, list[str], dict[str, str], list[str]]] = {
     "bad-enum": (config(training__evaluation_strategy="often"), [], {}, ["training.evaluation_strategy", "'epoch'"]),
     "unknown-task": (config(task="object_detection"), [], {}, ["unknown task 'object_detection'", "adapt-vision"]),
     "unknown-method": (config(method="prompt_tuning"), [], {}, ["unknown method 'prompt_tuning'", "lora"]),
-    "unknown-backend": (config(backend="ddp"), [], {}, ["unknown backend 'ddp'", "adapt-backends"]),
+    "unknown-backend": (config(backend="horovod"), [], {}, ["unknown backend 'horovod'", "Installed backends: ddp, deepspeed, fsdp, single"]),
     "unknown-saver": (config(savers=["onnx"]), [], {}, ["unknown saver 'onnx'", "safetensors"]),
     "mlflow-not-installed": (config(save_as_mlflow_model=True), [], {}, ["save_as_mlflow_model", "adapt-mlflow"]),
     "no-train-data": (config(), ["--model", "MODEL"], {}, ["no training data"]),
@@ -108,6 +108,8 @@ def test_bad_input(case: str, tiny_bert_dir: str, text_data: dict, tmp_path: Pat
     if case == "broken-plugin-task":
         site = install_fake_plugin(tmp_path / "site", "adapt-broken-pack", "adapt_broken_pack", "raise ImportError('no')\n")
         env["PYTHONPATH"] = str(site)
+    if case == "mlflow-not-installed":
+        env["ADAPT_DISABLE_PLUGINS"] = "mlflow"
     result = run_adapt("train", "--config", "run.yaml", "--output", "run",
                        *[substitutions.get(a, a) for a in extra], cwd=tmp_path, env=env)
     assert result.returncode == 2, result

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 def train_args(model: str, data: dict, output: str, epochs: int) -> list[str]:
     return ["train", "--task", "text_classification", "--model", model, "--train", data["train"],
             "--validation", data["validation"], "--output", output, "--set", f"training.num_train_epochs={epochs}",
-            "--set", "training.per_device_train_batch_size=16", "--set", "training.learning_rate=5e-3"]
+            "--set", "training.per_device_train_batch_size=16", "--set", "training.learning_rate=5e-3",
+            "--set", "tracking.enabled=false"]  # the tracking store would live on the small disk too
 
 
 @pytest.fixture

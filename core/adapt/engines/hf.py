@@ -27,7 +27,7 @@ from transformers.trainer_callback import ProgressCallback
 from adapt.config import TrainingConfig
 from adapt.errors import ConfigError, RunInterrupted, StorageError
 from adapt.report import plot_curves
-from adapt.run import Run, load_adapted, parameter_report, steps_per_epoch, write_json
+from adapt.run import Run, load_adapted, model_source, parameter_report, steps_per_epoch, write_json
 from adapt.saving import load_run_model, save_outputs
 
 log = logging.getLogger("adapt")
@@ -227,7 +227,7 @@ def _train(run: Run) -> dict[str, Any]:
     t = run.training
     transformers.set_seed(t.seed)
     task, method = run.task, run.method
-    loaded = load_adapted(run, run.config.model.path, task.inspect_data(run))
+    loaded = load_adapted(run, model_source(run), task.inspect_data(run))
     for saver in run.savers:
         saver.check(loaded)
     params = parameter_report(loaded.model)
@@ -288,13 +288,14 @@ def _train(run: Run) -> dict[str, Any]:
         metrics["best_metric"] = trainer.state.best_metric
     if eval_ds is not None:
         metrics["validation"] = trainer.evaluate(eval_ds)
-    loaded.model = trainer.model
-    if run.is_main_process:
-        save_outputs(run, loaded)
-    if test_ds is not None:
+    if test_ds is not None:  # before saving: merging changes rank 0's model, and workers must stay alike
         metrics["test"] = trainer.evaluate(test_ds, metric_key_prefix="test")
         if run.is_main_process:
             write_json(run.path("test_metrics.json"), metrics["test"])
+    loaded.model = trainer.model
+    with run.backend.gather_weights(trainer.model, run):
+        if run.is_main_process:
+            save_outputs(run, loaded)
     if run.is_main_process:
         write_json(run.path("metrics.json"), metrics)
         plot_curves(run.path("metrics.jsonl"), run.path("curves.png"))

@@ -266,6 +266,15 @@ def run_adapt(*args: str, cwd: str | Path | None = None, env: dict[str, str] | N
     return AdaptResult(proc.returncode, proc.stdout, proc.stderr, list(args))
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for servers and rendezvous that tests start)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """Every record of a run folder's metrics.jsonl."""
     lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()

@@ -20,6 +20,9 @@ class TextTask(Task):
     def columns(self, run: Any, split: str) -> list[str | None]:
         raise NotImplementedError
 
+    def predict_columns(self, run: Any, columns: list[str]) -> list[str]:
+        return [c for c in self.columns(run, "predict") if c and c in columns]
+
     def read(self, run: Any, split: str, path: str) -> Any:
         table = read_table(path, split)
         require_columns(table, self.columns(run, split), path, split)

@@ -162,6 +162,10 @@ class Translation(Seq2SeqTask):
     def columns(self, run: Any, split: str) -> list[str | None]:
         return []  # a translation dict column or source / target columns: checked in pairs
 
+    def predict_columns(self, run: Any, columns: list[str]) -> list[str]:
+        p = run.task_params
+        return [p.translation_column if p.translation_column in columns else p.source_column]
+
     def pairs(self, run: Any, table: Any, path: str, split: str) -> tuple[list[str], list[str]]:
         p = run.task_params
         if p.translation_column in table.column_names:

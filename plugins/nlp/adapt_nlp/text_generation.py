@@ -35,16 +35,25 @@ class TextGeneration(TextTask):
 
     def _format(self, run: Any, table: Any) -> str:
         p = run.task_params
-        if p.data_format != "auto":
-            return p.data_format
-        if p.messages_column in table.column_names:
+        return p.data_format if p.data_format != "auto" else self._auto_format(run, table.column_names)
+
+    def _auto_format(self, run: Any, columns: list[str]) -> str:
+        """messages if that column exists, else prompt / completion (a prompt column alone, for
+        predict, counts when there is no text column), else text."""
+        p = run.task_params
+        if p.messages_column in columns:
             return "messages"
-        if p.prompt_column in table.column_names and p.completion_column in table.column_names:
+        if p.prompt_column in columns and (p.completion_column in columns or p.text_column not in columns):
             return "prompt_completion"
         return "text"
 
     def columns(self, run: Any, split: str) -> list[str | None]:
         return []  # which columns depends on the format found: checked in _rows
+
+    def predict_columns(self, run: Any, columns: list[str]) -> list[str]:
+        p = run.task_params
+        fmt = p.data_format if p.data_format != "auto" else self._auto_format(run, columns)
+        return [{"messages": p.messages_column, "prompt_completion": p.prompt_column, "text": p.text_column}[fmt]]
 
     def _rows(self, run: Any, loaded: LoadedModel, table: Any, path: str, split: str) -> tuple[list[str], list[str]]:
         """(prompt part, completion part) of each row; the loss covers the completion part."""
