@@ -1,4 +1,17 @@
-"""adapt-backends: distributed backends ddp, fsdp, deepspeed (to come: issue #6).
+"""adapt-backends: ``ddp``, ``fsdp`` and ``deepspeed``, each launched through torchrun (PyTorch's
+elastic launcher; NCCL on GPUs, gloo on CPU) and mapped onto the engine's own distributed
+settings. Nothing here imports torch until a run starts."""
 
-This pack registers nothing yet; it exists so the repository layout and the install are final.
-"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from adapt import Backend, hookimpl
+
+from adapt_backends.backends import DDPBackend, DeepSpeedBackend, FSDPBackend
+
+
+@hookimpl
+def adapt_register_backends(register: Callable[[Backend], None]) -> None:
+    for backend in (DDPBackend(), FSDPBackend(), DeepSpeedBackend()):
+        register(backend)

@@ -1,0 +1,118 @@
+"""Relaunching a run under torchrun (``torch.distributed.run``, in this process): the parent
+checks the run folder, writes the resolved config, and starts the workers, which run ``adapt
+train --config <output>/config.yaml`` with RANK / WORLD_SIZE set by torchrun. torchrun's agent
+watches them: when one fails, the others are stopped and the parent exits with its error."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import yaml
+from adapt import AdaptError, ConfigError, Params
+from adapt.errors import RunInterrupted
+from adapt.run import LAUNCHED_ENV, check_output, new_folder, write_status
+from pydantic import AliasChoices, Field
+
+log = logging.getLogger("adapt")
+
+
+class LaunchParams(Params):
+    """Where the workers run (torchrun's options; Azure ML names accepted as aliases)."""
+
+    nproc_per_node: int = Field(1, ge=1, validation_alias=AliasChoices("nproc_per_node", "number_of_gpu_to_use_finetuning"),
+                                description="Worker processes per node (one per GPU; on CPU, any number). "
+                                            "Spec name: number_of_gpu_to_use_finetuning.")
+    num_nodes: int = Field(1, ge=1, validation_alias=AliasChoices("num_nodes", "num_nodes_finetune"),
+                           description="Nodes (machines) taking part. Spec name: num_nodes_finetune.")
+    node_rank: int = Field(0, ge=0, description="This node's rank, 0 .. num_nodes-1 (static: its place; c10d: node 0 checks the run folder).")
+    master_addr: str = Field("127.0.0.1", description="Address of node 0 (static rendezvous).")
+    master_port: int | None = Field(None, ge=1, le=65535, description="Port on node 0 (None: a free port on one node, 29500 on several).")
+    rdzv_backend: str = Field("static", pattern="^(static|c10d)$", description="static (master_addr / node_rank) or c10d (rdzv_endpoint; ranks assigned on arrival).")
+    rdzv_endpoint: str | None = Field(None, description="host:port of the c10d rendezvous (default master_addr:master_port).")
+    rdzv_id: str = Field("adapt", description="Job id shared by every node of one c10d rendezvous.")
+    dist_backend: str | None = Field(None, pattern="^(nccl|gloo)$", description="Communication backend (None: nccl on GPUs, gloo on CPU).")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def in_worker() -> bool:
+    return bool(os.environ.get(LAUNCHED_ENV))
+
+
+def torchrun_args(p: LaunchParams, config_path: str) -> list[str]:
+    port = p.master_port or (_free_port() if p.num_nodes == 1 else 29500)
+    args = ["--nproc_per_node", str(p.nproc_per_node), "--nnodes", str(p.num_nodes), "--max_restarts", "0",
+            "--rdzv_backend", p.rdzv_backend]
+    if p.rdzv_backend == "static":
+        if p.node_rank >= p.num_nodes:
+            raise ConfigError(f"backend_params.node_rank: {p.node_rank} is not below num_nodes ({p.num_nodes})")
+        args += ["--node_rank", str(p.node_rank), "--master_addr", p.master_addr, "--master_port", str(port)]
+    else:
+        args += ["--rdzv_endpoint", p.rdzv_endpoint or f"{p.master_addr}:{port}", "--rdzv_id", p.rdzv_id]
+    return args + ["--module", "adapt", "train", "--config", config_path]
+
+
+def relaunch(run: Any, params: LaunchParams) -> dict[str, Any]:
+    """Start the workers under torchrun and wait for them; return rank 0's metrics."""
+    import json
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser
+    from torch.distributed.run import run as torchrun
+
+    config_path = run.output_dir / f".launch-config.node{params.node_rank}.yaml"
+    arguments = torchrun_args(params, str(config_path))  # checks the launch settings first
+    first_node = params.node_rank == 0  # the node that checks the run folder (set node_rank under c10d too)
+    if first_node:
+        check_output(run)
+    fresh = new_folder(run)
+    run.output_dir.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(yaml.safe_dump(run.resolved_dict(), sort_keys=False), encoding="utf-8")
+    world = params.nproc_per_node * params.num_nodes
+    log.info("%s: starting %d worker process(es) on this node, %d in all (torchrun, %s rendezvous)",
+             run.backend.name, params.nproc_per_node, world, params.rdzv_backend)
+    os.environ[LAUNCHED_ENV] = "new" if fresh else "existing"
+    started = time.time()
+    try:
+        torchrun(get_args_parser().parse_args(arguments))
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        code = failure.exitcode
+        if code in (130, -2, -15):
+            raise RunInterrupted(f"worker rank {rank} was interrupted; continue with "
+                                 "--set training.resume_from_checkpoint=true") from None
+        log_name = "train.log" if rank == 0 else f"train.rank{rank}.log"
+        error = AdaptError(f"worker rank {rank} failed (exit code {code}) and the other workers were stopped; "
+                           f"its error is above and in {run.path(log_name)}")
+        error.exit_code = 2 if code == 2 else 1
+        if fresh and code == 2 and first_node and not any(run.path("checkpoints").glob("checkpoint-*")):
+            import shutil
+
+            shutil.rmtree(run.output_dir, ignore_errors=True)  # bad input: leave nothing behind
+        else:
+            write_status(run, "failed", failed_rank=rank, finished=time.time())
+        raise error from None
+    finally:
+        os.environ.pop(LAUNCHED_ENV, None)
+        config_path.unlink(missing_ok=True)
+    log.info("%s: workers finished in %.1f s", run.backend.name, time.time() - started)
+    metrics = run.path("metrics.json")
+    return json.loads(metrics.read_text()) if metrics.is_file() else {}
+
+
+def hf_ddp_settings(params: LaunchParams) -> dict[str, Any]:
+    import torch
+
+    # average_tokens_across_devices multiplies each process's loss by the number of processes,
+    # expecting models that divide by the global token count; most (classifiers...) do not, and
+    # their losses and gradients would be doubled. Each process's own mean, averaged by DDP, is right.
+    return {"ddp_backend": params.dist_backend or ("nccl" if torch.cuda.is_available() else "gloo"),
+            "average_tokens_across_devices": False}
