@@ -8,7 +8,6 @@ import re
 import string
 from typing import Any
 
-import numpy as np
 from adapt import DataError, LoadedModel, Params
 from pydantic import Field
 
@@ -146,6 +145,8 @@ class QuestionAnswering(TextTask):
 
     @staticmethod
     def _key(starts: Any, ends: Any) -> tuple:
+        import numpy as np
+
         return (len(starts), hash(np.asarray(starts).tobytes()), hash(np.asarray(ends).tobytes()))
 
     def load_data(self, run: Any, loaded: LoadedModel, splits: dict[str, str]) -> dict[str, Any]:
@@ -161,6 +162,8 @@ class QuestionAnswering(TextTask):
         return out
 
     def _best_answers(self, run: Any, loaded: LoadedModel, context: dict, start_logits: Any, end_logits: Any) -> list[dict[str, Any]]:
+        import numpy as np
+
         p = run.task_params
         v2 = loaded.meta.get("version_2_with_negative", False)
         by_example = collections.defaultdict(list)
