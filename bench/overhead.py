@@ -30,7 +30,9 @@ def adapt_run(model: str, train: str, steps: int, out: str) -> dict:
                     "--model", model, "--train", train, "--output", out, "--set", f"training.max_steps={steps}",
                     "--set", "training.per_device_train_batch_size=16", "--set", "training.learning_rate=2e-3",
                     "--set", "training.logging_steps=5", "--set", "task_params.max_seq_length=64",
-                    "--set", "training.save_strategy=no", "--set", "method_params.target_modules=[query, value]"],
+                    "--set", "training.save_strategy=no", "--set", "method_params.target_modules=[query, value]",
+                    # like the script: no run tracking, no MLflow model (adapt-mlflow turns both on)
+                    "--set", "tracking.enabled=false", "--set", "save_as_mlflow_model=false"],
                    check=True, capture_output=True, cwd=ROOT)
     seconds = time.perf_counter() - start
     metrics = json.loads((Path(out) / "metrics.json").read_text())["train"]
