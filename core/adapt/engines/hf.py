@@ -105,6 +105,11 @@ def training_arguments(run: Run, n_train: int, has_eval: bool, **extra: Any) -> 
         gradient_checkpointing=t.gradient_checkpointing,
         label_smoothing_factor=t.label_smoothing_factor,
         label_names=list(run.task.label_names), report_to="none", disable_tqdm=False,
+        # On by default in transformers 5, it multiplies each process's loss by the number of
+        # processes, expecting models that divide by the global token count; most (classifiers...)
+        # do not, and under any multi-process backend their losses and gradients would be doubled.
+        # Each process's own mean, averaged across processes, is right (one process: no effect).
+        average_tokens_across_devices=False,
         **_device(t),
     )
     kwargs.update(run.backend.engine_settings("hf", run))

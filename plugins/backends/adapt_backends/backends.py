@@ -157,15 +157,12 @@ class DeepSpeedBackend(_Launched):
         except ValueError as exc:
             raise ConfigError(f"backend_params.deepspeed: {path} is not valid JSON: {exc}") from None
 
-    def stage(self, run: Any) -> int:
-        return int(self._config(run).get("zero_optimization", {}).get("stage", 0))
-
     def check(self, run: Any) -> None:
-        self._config(run)
+        config = self._config(run)
         if run.training.auto_find_batch_size:
             raise ConfigError("training.auto_find_batch_size does not work with backend deepspeed (DeepSpeed fixes "
                               "the batch size when it starts); set per_device_train_batch_size")
-        if self.stage(run) == 3 and run.method.name.startswith("q"):
+        if _zero_stage(config) == 3 and run.method.name.startswith("q"):
             raise ConfigError(f"method {run.method.name} (bitsandbytes-quantized weights) cannot be sharded by ZeRO-3; "
                               "use deepspeed_stage: 2, or backend ddp")
 
@@ -175,9 +172,13 @@ class DeepSpeedBackend(_Launched):
         return settings
 
     def gather_weights(self, model: Any, run: Any) -> AbstractContextManager[Any]:
-        if self.stage(run) != 3:
+        if _zero_stage(self._config(run)) != 3:
             return _own_storage(model)
         return _gathered(model)
+
+
+def _zero_stage(config: dict[str, Any]) -> int:
+    return int(config.get("zero_optimization", {}).get("stage", 0))
 
 
 @contextmanager

@@ -111,8 +111,4 @@ def relaunch(run: Any, params: LaunchParams) -> dict[str, Any]:
 def hf_ddp_settings(params: LaunchParams) -> dict[str, Any]:
     import torch
 
-    # average_tokens_across_devices multiplies each process's loss by the number of processes,
-    # expecting models that divide by the global token count; most (classifiers...) do not, and
-    # their losses and gradients would be doubled. Each process's own mean, averaged by DDP, is right.
-    return {"ddp_backend": params.dist_backend or ("nccl" if torch.cuda.is_available() else "gloo"),
-            "average_tokens_across_devices": False}
+    return {"ddp_backend": params.dist_backend or ("nccl" if torch.cuda.is_available() else "gloo")}
