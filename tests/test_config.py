@@ -132,7 +132,7 @@ def test_resolve_accepts_azure_ml_lora_aliases() -> None:
 
 
 def test_unknown_plugin_names_say_what_is_installed_and_who_provides_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ADAPT_DISABLE_PLUGINS", "mlflow,backends")
+    monkeypatch.setenv("ADAPT_DISABLE_PLUGINS", "mlflow,backends,vision")
     with pytest.raises(PluginError) as err:
         resolve(parse_config(minimal(task="object_detection")))
     message = str(err.value)
@@ -140,7 +140,7 @@ def test_unknown_plugin_names_say_what_is_installed_and_who_provides_it(monkeypa
     assert "adapt-vision" in message
     with pytest.raises(PluginError, match="unknown method 'tuning'"):
         resolve(parse_config(minimal(method="tuning")))
-    without = Registry().load()  # ADAPT_DISABLE_PLUGINS=mlflow,backends, set above
+    without = Registry().load()  # ADAPT_DISABLE_PLUGINS=mlflow,backends,vision, set above
     with pytest.raises(PluginError, match="adapt-backends"):
         resolve(parse_config(minimal(backend="ddp")), without)
     with pytest.raises(PluginError, match="adapt-mlflow"):

@@ -53,14 +53,16 @@ class _Named:
 class Task(_Named):
     """What to learn: how to load a model and data for it, its metrics and its predictions.
 
-    ``engine`` names the training engine of the core that runs it ("hf": HF Trainer).
+    ``engine`` names the training engine of the core that runs it ("hf": HF Trainer;
+    "mmengine": an MMEngine Runner, see :mod:`adapt.engines.mmengine`).
     ``metrics`` lists the metric names this task reports (usable as metric_for_best_model,
-    besides "loss").
+    besides "loss" where ``eval_loss``; otherwise the first metric is the default).
     """
 
     engine: ClassVar[str] = "hf"
     metrics: ClassVar[tuple[str, ...]] = ()
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss"})
+    eval_loss: ClassVar[bool] = True  # evaluation reports a loss (MMEngine detectors report metrics only)
     label_names: ClassVar[tuple[str, ...]] = ("labels",)
 
     def generation_settings(self, run: Run) -> dict[str, Any] | None:
@@ -89,6 +91,11 @@ class Task(_Named):
         """Read and preprocess the named splits ({"train": path, ...}) into engine datasets."""
         raise NotImplementedError
 
+    def engine_settings(self, run: Run, loaded: LoadedModel) -> dict[str, Any]:
+        """Further settings for the task's engine (MMEngine: Runner arguments such as
+        ``default_scope``); none for most tasks."""
+        return {}
+
     def data_collator(self, run: Run, loaded: LoadedModel) -> Callable | None:
         """Batch collator for the engine (None: the engine's default)."""
         return None
@@ -105,6 +112,15 @@ class Task(_Named):
         """Which of a data file's ``columns`` :meth:`predict` reads (model signatures record
         them); all of them unless the task says otherwise."""
         return list(columns)
+
+    def example_inputs(self, run: Run, path: str, limit: int) -> list[dict[str, Any]]:
+        """The first ``limit`` inputs of the data file at ``path`` as :meth:`predict` reads them
+        (model signatures and input examples): by default its rows in :meth:`predict_columns`."""
+        from adapt.data import read_table
+
+        table = read_table(path, "example")
+        columns = self.predict_columns(run, table.column_names)
+        return table.select(range(min(limit, len(table)))).select_columns(columns).to_list()
 
     def save_model(self, loaded: LoadedModel, folder: str) -> None:
         """Write the (plain, merged) model and its processor in the task's native format."""

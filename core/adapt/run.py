@@ -33,7 +33,7 @@ from adapt.errors import AdaptError, ConfigError, PluginError, RunInterrupted
 from adapt.plugins import Registry, get_registry
 
 log = logging.getLogger("adapt")
-ENGINES = ("hf",)
+ENGINES = ("hf", "mmengine")
 LAUNCHED_ENV = "ADAPT_LAUNCHED"  # set by launchers in the workers they start (value: "new" for a new run folder)
 RUN_LOGGERS = ("adapt", "transformers", "peft")  # what a run's train.log records
 
@@ -123,8 +123,10 @@ def resolve(config: RunConfig, registry: Registry | None = None, source: str | N
 
 def _check_combinations(run: Run, purpose: str) -> None:
     config, t = run.config, run.config.training
-    metrics = ("loss", *run.task.metrics)
+    metrics = ("loss", *run.task.metrics) if run.task.eval_loss else run.task.metrics
     metric = t.metric_for_best_model.removeprefix("eval_")
+    if metric == "loss" and not run.task.eval_loss and "metric_for_best_model" not in t.model_fields_set:
+        t.metric_for_best_model = metric = run.task.metrics[0]  # the default, "loss", is not computed here
     if metric not in metrics:
         raise ConfigError(f"training.metric_for_best_model: {t.metric_for_best_model!r} is not a metric "
                           f"of task {run.task.name} (allowed: {', '.join(metrics)})")
@@ -282,6 +284,18 @@ def load_adapted(run: Run, source: str, meta: dict[str, Any]) -> LoadedModel:
     return loaded
 
 
+def load_for_training(run: Run) -> tuple[LoadedModel, dict[str, Any]]:
+    """The adapted model a run trains, its savers checked, its trainable parameters reported."""
+    loaded = load_adapted(run, model_source(run), run.task.inspect_data(run))
+    for saver in run.savers:
+        saver.check(loaded)
+    params = parameter_report(loaded.model)
+    run.summary.update(params)
+    log.info("method %s: %s of %s parameters trainable (%.4f%%)", run.method.name,
+             f"{params['trainable_parameters']:,}", f"{params['total_parameters']:,}", params["trainable_percent"])
+    return loaded, params
+
+
 def steps_per_epoch(run: Run, n_train: int) -> int:
     """Optimizer steps in one epoch over ``n_train`` rows, across processes and accumulation."""
     t = run.training
@@ -317,6 +331,12 @@ def new_folder(run: Run) -> bool:
     return not run.output_dir.exists() or not any(run.output_dir.iterdir())
 
 
+def _has_checkpoint(run: Run) -> bool:
+    """Whether the engine wrote a checkpoint (HF: checkpoint-N/, MMEngine: iter_N.pth)."""
+    folder = run.path("checkpoints")
+    return any(folder.glob("checkpoint-*")) or any(folder.glob("*.pth"))
+
+
 def train_here(run: Run) -> dict[str, Any]:
     """Train in this process (one worker of the run) and record what happened."""
     from adapt.engines import get_engine
@@ -337,7 +357,7 @@ def train_here(run: Run) -> dict[str, Any]:
     except AdaptError:
         # Bad input found before anything was trained: leave no folder that would block the
         # corrected rerun ("already holds files"). Anything else stays for inspection.
-        if is_new and run.is_main_process and not any(run.path("checkpoints").glob("checkpoint-*")):
+        if is_new and run.is_main_process and not _has_checkpoint(run):
             shutil.rmtree(run.output_dir, ignore_errors=True)
             status = "removed"
         raise

@@ -66,7 +66,7 @@ def save_model_folder(run: Any, loaded: LoadedModel, folder: Path, fmt: str) -> 
 def save_outputs(run: Any, loaded: LoadedModel) -> LoadedModel:
     """Merge where the method can, write ``model/``, then each saver's ``saved/<name>/``."""
     merged = run.method.merge(loaded.model, run.method_params)
-    final = LoadedModel(merged, loaded.processor, loaded.meta) if merged is not None else loaded
+    final = LoadedModel(merged, loaded.processor, loaded.meta, loaded.state) if merged is not None else loaded
     fmt = "native" if merged is not None else "adapter"
     save_model_folder(run, final, run.path("model"), fmt)
     log.info("model saved to %s (%s)", run.path("model"), fmt)

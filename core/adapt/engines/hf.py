@@ -27,7 +27,7 @@ from transformers.trainer_callback import ProgressCallback
 from adapt.config import TrainingConfig
 from adapt.errors import ConfigError, RunInterrupted, StorageError
 from adapt.report import plot_curves
-from adapt.run import Run, load_adapted, model_source, parameter_report, steps_per_epoch, write_json
+from adapt.run import Run, load_for_training, steps_per_epoch, write_json
 from adapt.saving import load_run_model, save_outputs
 
 log = logging.getLogger("adapt")
@@ -231,15 +231,8 @@ def train(run: Run) -> dict[str, Any]:
 def _train(run: Run) -> dict[str, Any]:
     t = run.training
     transformers.set_seed(t.seed)
-    task, method = run.task, run.method
-    loaded = load_adapted(run, model_source(run), task.inspect_data(run))
-    for saver in run.savers:
-        saver.check(loaded)
-    params = parameter_report(loaded.model)
-    run.summary.update(params)
-    log.info("method %s: %s of %s parameters trainable (%.4f%%)", method.name,
-             f"{params['trainable_parameters']:,}", f"{params['total_parameters']:,}",
-             params["trainable_percent"])
+    task = run.task
+    loaded, params = load_for_training(run)
 
     splits = {k: v for k, v in (("train", run.config.data.train), ("validation", run.config.data.validation),
                                 ("test", run.config.data.test)) if v}

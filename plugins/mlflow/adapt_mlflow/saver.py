@@ -59,17 +59,15 @@ def requirements(run: Any, adapter: bool) -> list[str]:
 
 
 def input_example(run: Any) -> Any:
-    """The first rows of the run's test (else validation, else training) data, in the columns the
-    task's predict reads."""
-    from adapt import read_table
+    """The first inputs of the run's test (else validation, else training) data, as the task's
+    predict reads them."""
+    import pandas as pd
 
     data = run.config.data
     path = data.test or data.validation or data.train
     if not path:
         return None
-    table = read_table(path, "example")
-    columns = run.task.predict_columns(run, table.column_names)
-    return table.select(range(min(2, len(table)))).to_pandas()[columns]
+    return pd.DataFrame(run.task.example_inputs(run, path, 2))
 
 
 class MlflowSaver(Saver):

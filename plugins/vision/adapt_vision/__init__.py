@@ -1,4 +1,18 @@
-"""adapt-vision: image classification, object detection, instance segmentation and pose (to come: issue #5).
+"""adapt-vision: image classification (HF Trainer) and mmdet / mmpose tasks (MMEngine)."""
 
-This pack registers nothing yet; it exists so the repository layout and the install are final.
-"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from adapt import Task, hookimpl
+
+from adapt_vision.detection import InstanceSegmentation, ObjectDetection
+from adapt_vision.image_classification import ImageClassification, ImageClassificationMultilabel
+
+TASKS = (ImageClassification, ImageClassificationMultilabel, ObjectDetection, InstanceSegmentation)
+
+
+@hookimpl
+def adapt_register_tasks(register: Callable[[Task], None]) -> None:
+    for task in TASKS:
+        register(task())

@@ -1,0 +1,403 @@
+"""MMEngine engine: maps the common training parameters onto an MMEngine ``Runner`` (train_cfg,
+optim_wrapper, param_scheduler, default and custom hooks) and runs a task's training, evaluation
+and prediction with it. The task builds the model (adapted by the method, like any other) and
+says how to read its data; the engine never builds a model from a config itself.
+
+A task on this engine returns from ``load_data`` one entry per split::
+
+    {"dataset": <MMEngine dataset config>, "evaluator": <metric config or None>, "size": <rows>}
+
+and from ``engine_settings`` further Runner arguments (``default_scope``, ``visualizer``...).
+Its evaluators report the task's metric names directly (no ``coco/`` prefixes). Training runs
+in iterations: epochs, evaluation and save intervals become iteration counts, one iteration
+being one batch (an optimizer step every ``gradient_accumulation_steps`` of them).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import math
+import signal
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from adapt.api import Params
+from adapt.errors import ConfigError, RunInterrupted
+
+log = logging.getLogger("adapt")
+
+OPTIMIZERS = {"adamw_torch": "AdamW", "adamw_torch_fused": "AdamW", "adamw_hf": "AdamW", "adamw": "AdamW",
+              "sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop"}
+SCHEDULERS = ("linear", "warmup_linear", "cosine", "warmup_cosine", "constant", "constant_with_warmup",
+              "warmup_constant", "polynomial", "warmup_polynomial")
+
+
+class MMEngineParams(Params):
+    """Schedule and run options of the tasks trained by MMEngine (adapt-algorithms names); the
+    common training parameters (learning_rate, lr_scheduler_type, warmup_steps...) apply too."""
+
+    BEGIN: int = Field(0, ge=0, description="Epoch at which the main learning-rate schedule starts.")
+    END: int | None = Field(None, ge=1, description="Epoch at which it ends (None: the end of training).")
+    T_MAX: int = Field(0, ge=0, description="Iterations of one cosine half-period (0: the schedule's length); "
+                                            "lr_scheduler_type cosine only.")
+    WARMUP: bool = Field(False, description="Warm up linearly over WARMUP_ITERS iterations from WARMUP_RATIO x learning_rate.")
+    WARMUP_RATIO: float = Field(0.1, gt=0, le=1, description="Learning rate at the start of warmup, as a fraction of learning_rate.")
+    WARMUP_ITERS: int = Field(50, ge=1, description="Warmup iterations when WARMUP is true (else training.warmup_steps).")
+    MILESTONES: list[int] = Field(default_factory=list, description="Epochs at which the learning rate is multiplied "
+                                                                    "by GAMMA (a step schedule instead of lr_scheduler_type).")
+    GAMMA: float = Field(0.1, gt=0, description="Factor applied at each of MILESTONES.")
+    amp: bool = Field(False, description="Automatic mixed precision (MMEngine's AmpOptimWrapper; needs a GPU). "
+                                         "training.precision 16 / bf16 means the same.")
+    auto_scale_lr: bool = Field(False, description="Scale learning_rate by the effective batch size over the model "
+                                                   "config's auto_scale_lr.base_batch_size.")
+    cfg_options: dict[str, Any] | None = Field(None, description="Overrides of the model config as dotted keys, e.g. "
+                                                                 "{'model.bbox_head.stacked_convs': 2}.")
+    checkpoint_interval: int | None = Field(None, ge=1, description="Epochs between checkpoints (None: as "
+                                                                    "training.save_strategy says).")
+
+
+def _optimizer(t: Any) -> dict[str, Any]:
+    name = OPTIMIZERS.get(t.optim)
+    if name is None:
+        raise ConfigError(f"training.optim: {t.optim!r} is an HF Trainer optimizer that MMEngine tasks cannot use "
+                          f"(allowed here: {', '.join(OPTIMIZERS)})")
+    optimizer: dict[str, Any] = {"type": name, "lr": t.learning_rate, "weight_decay": t.weight_decay}
+    if name == "AdamW":
+        optimizer.update(betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon)
+    for item in (t.extra_optim_args or "").replace(",", ";").split(";"):
+        if not item.strip():
+            continue
+        key, _, value = item.partition("=")
+        try:
+            optimizer[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            raise ConfigError(f"training.extra_optim_args: {item.strip()!r} is not key=value with a Python literal "
+                              "value (e.g. 'momentum=0.9; nesterov=True')") from None
+    return optimizer
+
+
+def _schedulers(t: Any, p: MMEngineParams, max_iters: int, iters_per_epoch: int) -> list[dict[str, Any]]:
+    """param_scheduler: warmup, then the main schedule, all by iteration."""
+    out: list[dict[str, Any]] = []
+    warmup = p.WARMUP_ITERS if p.WARMUP else (round(t.warmup_steps * max_iters) if t.warmup_steps < 1
+                                              else int(t.warmup_steps))
+    if warmup:
+        out.append({"type": "LinearLR", "start_factor": p.WARMUP_RATIO if p.WARMUP else 1e-3, "by_epoch": False,
+                    "begin": 0, "end": min(warmup, max_iters)})
+    begin = p.BEGIN * iters_per_epoch if p.BEGIN else (warmup if warmup else 0)
+    end = min(p.END * iters_per_epoch, max_iters) if p.END else max_iters
+    if begin >= end:
+        return out
+    span = {"by_epoch": False, "begin": begin, "end": end}
+    kind = t.lr_scheduler_type.removeprefix("warmup_")
+    if p.MILESTONES:
+        out.append({"type": "MultiStepLR", "milestones": [m * iters_per_epoch for m in p.MILESTONES],
+                    "gamma": p.GAMMA, **span})
+    elif kind == "linear":
+        out.append({"type": "LinearLR", "start_factor": 1.0, "end_factor": 0.0, **span})
+    elif kind == "cosine":
+        out.append({"type": "CosineAnnealingLR", "T_max": p.T_MAX or end - begin, "eta_min": 0.0, **span})
+    elif kind == "polynomial":
+        out.append({"type": "PolyLR", "power": 1.0, "eta_min": 0.0, **span})
+    elif kind not in ("constant", "constant_with_warmup"):
+        raise ConfigError(f"training.lr_scheduler_type: {t.lr_scheduler_type!r} is not available for MMEngine tasks "
+                          f"(allowed: {', '.join(SCHEDULERS)}; or a step schedule with task_params.MILESTONES)")
+    return out
+
+
+def _intervals(run: Any, n_train: int, has_eval: bool) -> dict[str, int]:
+    """Iterations: total, per epoch, between evaluations, between checkpoints, between logs."""
+    from adapt.run import steps_per_epoch
+
+    t = run.training
+    accumulation = t.gradient_accumulation_steps
+    per_epoch = steps_per_epoch(run, n_train) * accumulation
+    max_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.num_train_epochs * steps_per_epoch(run, n_train)))
+    max_iters = max_steps * accumulation
+    evaluation = 0
+    if has_eval and t.evaluation_strategy != "no":
+        if t.evaluation_steps_interval > 0:
+            evaluation = max(1, round(t.evaluation_steps_interval * per_epoch))
+        else:
+            evaluation = per_epoch if t.evaluation_strategy == "epoch" else t.eval_steps * accumulation
+    save_strategy = t.save_strategy or ("epoch" if not evaluation else None)
+    checkpoint_interval = getattr(run.task_params, "checkpoint_interval", None)
+    if checkpoint_interval:
+        save = checkpoint_interval * per_epoch
+    elif save_strategy is None:
+        save = evaluation
+    elif save_strategy == "no":
+        save = 0
+    elif save_strategy == "epoch":
+        save = per_epoch
+    else:
+        save = (t.save_steps or t.eval_steps) * accumulation
+    logging_every = 0 if t.logging_strategy == "no" else (per_epoch if t.logging_strategy == "epoch"
+                                                           else t.logging_steps * accumulation)
+    return {"max": max_iters, "epoch": per_epoch, "eval": min(evaluation, max_iters) if evaluation else 0,
+            "save": save, "log": logging_every}
+
+
+def _precision(run: Any) -> bool:
+    import torch
+
+    amp = bool(getattr(run.task_params, "amp", False)) or run.training.precision != "32"
+    if amp and not torch.cuda.is_available():
+        raise ConfigError("amp / training.precision 16 or bf16: MMEngine's mixed precision (AmpOptimWrapper) needs a "
+                          "GPU; on the CPU train with precision 32")
+    return amp
+
+
+def _dataloader(run: Any, split: dict[str, Any], train: bool) -> dict[str, Any]:
+    t = run.training
+    return {"batch_size": t.per_device_train_batch_size if train else t.per_device_eval_batch_size,
+            "num_workers": t.dataloader_num_workers, "persistent_workers": False,
+            "sampler": {"type": "InfiniteSampler" if train else "DefaultSampler", "shuffle": train},
+            "dataset": split["dataset"]}
+
+
+def runner_config(run: Any, loaded: Any, data: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Runner arguments that say what the run config says."""
+    t = run.training
+    p = run.task_params
+    validation = data.get("validation")
+    steps = _intervals(run, data["train"]["size"], validation is not None)
+    metric = t.metric_for_best_model.removeprefix("eval_")
+    checkpoint: dict[str, Any] = {"type": "CheckpointHook", "by_epoch": False, "interval": steps["save"] or steps["max"] + 1,
+                                  "max_keep_ckpts": t.save_total_limit, "save_last": steps["save"] > 0,
+                                  "save_optimizer": True, "save_param_scheduler": True}
+    if steps["eval"] and steps["save"]:
+        checkpoint.update(save_best=metric, rule="less" if metric in run.task.lower_is_better else "greater")
+    cfg: dict[str, Any] = {
+        "work_dir": str(run.path("checkpoints")),
+        "train_dataloader": _dataloader(run, data["train"], train=True),
+        "train_cfg": {"type": "IterBasedTrainLoop", "max_iters": steps["max"],
+                      "val_interval": steps["eval"] or steps["max"] + 1},
+        "optim_wrapper": {"type": "AmpOptimWrapper" if _precision(run) else "OptimWrapper",
+                          "optimizer": _optimizer(t), "accumulative_counts": t.gradient_accumulation_steps,
+                          **({"clip_grad": {"max_norm": t.max_grad_norm}} if t.max_grad_norm > 0 else {})},
+        "param_scheduler": _schedulers(t, p, steps["max"], steps["epoch"]) or None,
+        "default_hooks": {"timer": {"type": "IterTimerHook"}, "param_scheduler": {"type": "ParamSchedulerHook"},
+                          "checkpoint": checkpoint, "sampler_seed": {"type": "DistSamplerSeedHook"},
+                          "logger": {"type": "LoggerHook", "interval": max(steps["log"], 1)}},
+        "custom_hooks": [],
+        "randomness": {"seed": t.seed, "deterministic": t.enable_full_determinism},
+        "log_level": "WARNING",
+        "visualizer": {"type": "Visualizer", "vis_backends": []},
+        "default_scope": None,
+    }
+    if validation is not None and steps["eval"]:
+        cfg.update(val_dataloader=_dataloader(run, validation, train=False), val_evaluator=validation["evaluator"],
+                   val_cfg={"type": "ValLoop"})
+        if t.apply_early_stopping:
+            cfg["custom_hooks"].append({"type": "EarlyStoppingHook", "monitor": metric,
+                                        "rule": checkpoint["rule"], "patience": t.early_stopping_patience,
+                                        "min_delta": t.early_stopping_threshold})
+    if "test" in data:
+        cfg.update(test_dataloader=_dataloader(run, data["test"], train=False), test_evaluator=data["test"]["evaluator"],
+                   test_cfg={"type": "TestLoop"})
+    if getattr(p, "auto_scale_lr", False):
+        base = (loaded.state.get("auto_scale_lr") or {}).get("base_batch_size", 16)
+        cfg["auto_scale_lr"] = {"enable": True, "base_batch_size": base}
+    if t.resume_from_checkpoint:
+        cfg["resume"] = True
+        if isinstance(t.resume_from_checkpoint, str):
+            if not Path(t.resume_from_checkpoint).is_file():
+                raise ConfigError(f"training.resume_from_checkpoint: {t.resume_from_checkpoint} is not a checkpoint "
+                                  "file (MMEngine tasks: a checkpoints/iter_N.pth of this run, or true for the latest)")
+            cfg["load_from"] = t.resume_from_checkpoint
+    cfg.update(run.task.engine_settings(run, loaded))
+    cfg.update(run.backend.engine_settings("mmengine", run))
+    return cfg
+
+
+class _RunHook:
+    """Built per run (MMEngine's Hook base is imported lazily): writes logs to metrics.jsonl,
+    tells the plugins, shows progress and stops cleanly on SIGTERM / Ctrl-C."""
+
+    @staticmethod
+    def make(run: Any, steps: dict[str, int]) -> Any:
+        from mmengine.hooks import Hook
+        from tqdm.auto import tqdm
+
+        class RunHook(Hook):
+            priority = "LOW"
+
+            def __init__(self) -> None:
+                self.window: dict[str, list[float]] = {}
+                self.stop_requested: str | None = None
+                self.bar: Any = None
+                self.last_loss: float | None = None
+                self.training = False
+
+            def before_train(self, runner: Any) -> None:
+                self.training = True
+                if run.is_main_process:
+                    self.bar = tqdm(total=steps["max"], initial=runner.iter, desc="train", unit="it", file=sys.stderr)
+
+            def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+                for key, value in (outputs or {}).items():
+                    self.window.setdefault(key, []).append(float(value))
+                step = runner.iter + 1
+                if self.bar is not None:
+                    self.bar.update(1)
+                if steps["log"] and step % steps["log"] == 0:
+                    means = {k: sum(v) / len(v) for k, v in self.window.items()}
+                    self.window = {}
+                    self.last_loss = means.get("loss", self.last_loss)
+                    lr = runner.optim_wrapper.get_lr()
+                    means["learning_rate"] = next(iter(lr.values()))[0] if lr else None
+                    self._record(runner, step, means)
+                if self.stop_requested:
+                    checkpoint_hook = next(h for h in runner.hooks if type(h).__name__ == "CheckpointHook")
+                    checkpoint_hook._save_checkpoint(runner)  # noqa: SLF001 - MMEngine's own save + last_checkpoint
+                    runner.train_loop.stop_training = True
+
+            def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
+                if self.training:  # the evaluations after training are reported by the engine
+                    self._record(runner, runner.iter, {f"eval_{k}": v for k, v in (metrics or {}).items()})
+
+            def after_train(self, runner: Any) -> None:
+                self.training = False
+                if self.bar is not None:
+                    self.bar.close()
+
+            def _record(self, runner: Any, step: int, values: dict[str, Any]) -> None:
+                if not run.is_main_process or not values:
+                    return
+                epoch = round(step / max(steps["epoch"], 1), 4)
+                with run.path("metrics.jsonl").open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"step": step, "epoch": epoch, **values}, default=float) + "\n")
+                log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                        for k, v in values.items()))
+                run.registry.notify("adapt_metrics_logged", run=run, metrics=dict(values), step=step)
+
+        return RunHook()
+
+
+@contextmanager
+def checkpoint_globals() -> Any:
+    """torch.load keeps weights_only=True. The checkpoints MMEngine writes for a run also hold its
+    message hub (HistoryBuffer of numpy arrays): exactly the classes those need are allowed,
+    only while this run reads its own checkpoints (resume, best model); never for user files."""
+    import numpy as np
+    import torch
+    from mmengine.logging import HistoryBuffer
+
+    allowed = [HistoryBuffer, np.ndarray, np.dtype, np._core.multiarray._reconstruct, np._core.multiarray.scalar,
+               getattr,  # numpy 2 pickles its dtype classes as getattr(numpy.dtypes, name)
+               *(type(np.dtype(name)) for name in ("float64", "float32", "float16", "int64", "int32", "uint8", "bool"))]
+    with torch.serialization.safe_globals(allowed):
+        yield
+
+
+def _runner(run: Any, loaded: Any, cfg: dict[str, Any]) -> Any:
+    from mmengine.runner import Runner
+
+    return Runner(model=loaded.model, **cfg)
+
+
+def train(run: Any) -> dict[str, Any]:
+    """Load, adapt, train, save and test; return the final metrics."""
+    from mmengine.runner import set_random_seed
+
+    from adapt.report import plot_curves
+    from adapt.run import load_for_training, write_json
+    from adapt.saving import save_outputs
+
+    t = run.training
+    set_random_seed(t.seed, deterministic=t.enable_full_determinism)
+    task = run.task
+    loaded, params = load_for_training(run)
+    splits = {k: v for k, v in (("train", run.config.data.train), ("validation", run.config.data.validation),
+                                ("test", run.config.data.test)) if v}
+    data = task.load_data(run, loaded, splits)
+    cfg = runner_config(run, loaded, data)
+    steps = _intervals(run, data["train"]["size"], "val_dataloader" in cfg)
+    log.info("effective batch size: %d per device x %d process(es) x %d accumulation = %d",
+             t.per_device_train_batch_size, run.world_size, t.gradient_accumulation_steps,
+             t.per_device_train_batch_size * run.world_size * t.gradient_accumulation_steps)
+    hook = _RunHook.make(run, steps)
+    runner = _runner(run, loaded, cfg)
+    runner.register_hook(hook)
+
+    def on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001
+        hook.stop_requested = signal.Signals(signum).name
+        log.warning("%s received: saving a checkpoint and stopping", hook.stop_requested)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    started = time.time()
+    try:
+        with checkpoint_globals():
+            runner.train()
+    except (RuntimeError, KeyError) as exc:
+        if t.resume_from_checkpoint and ("size mismatch" in str(exc) or "Missing key" in str(exc)):
+            raise ConfigError(f"training.resume_from_checkpoint: the checkpoint does not fit this model (written for "
+                              f"another model or method?): {str(exc).splitlines()[0]}") from None
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if hook.stop_requested:
+        from adapt.run import write_status
+
+        write_status(run, "interrupted", signal=hook.stop_requested)
+        raise RunInterrupted(f"stopped by {hook.stop_requested}; the last checkpoint is in {run.path('checkpoints')}; "
+                             "continue with --set training.resume_from_checkpoint=true")
+    model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    metrics: dict[str, Any] = {"train": {"train_loss": hook.last_loss, "train_runtime": round(time.time() - started, 3),
+                                         "train_iterations": steps["max"]}, **params,
+                               "train_batch_size": t.per_device_train_batch_size}
+    best = runner.message_hub.get_info("best_ckpt")
+    if best:
+        from mmengine.runner import load_checkpoint
+
+        with checkpoint_globals():
+            load_checkpoint(model, best, map_location="cpu", logger="silent")
+        metrics["best_checkpoint"] = best
+        metrics["best_metric"] = runner.message_hub.get_info("best_score")
+    if "val_dataloader" in cfg:
+        metrics["validation"] = {f"eval_{k}": v for k, v in runner.val().items()}
+    if "test_dataloader" in cfg:
+        metrics["test"] = {f"test_{k}": v for k, v in runner.test().items()}
+        if run.is_main_process:
+            write_json(run.path("test_metrics.json"), metrics["test"])
+    loaded.model = model
+    with run.backend.gather_weights(model, run):
+        if run.is_main_process:
+            save_outputs(run, loaded)
+    if run.is_main_process:
+        write_json(run.path("metrics.json"), metrics)
+        plot_curves(run.path("metrics.jsonl"), run.path("curves.png"))
+    return metrics
+
+
+def evaluate(run: Any, model_dir: str, path: str) -> dict[str, Any]:
+    """Metrics of a saved model on one data file."""
+    from adapt.saving import load_run_model
+
+    loaded = load_run_model(run, model_dir)
+    data = run.task.load_data(run, loaded, {"test": path})["test"]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = {"work_dir": tmp, "test_dataloader": _dataloader(run, data, train=False), "test_evaluator": data["evaluator"],
+               "test_cfg": {"type": "TestLoop"}, "log_level": "WARNING", "default_scope": None,
+               "visualizer": {"type": "Visualizer", "vis_backends": []}}
+        cfg.update(run.task.engine_settings(run, loaded))
+        return {f"test_{k}": v for k, v in _runner(run, loaded, cfg).test().items()}
+
+
+def predict(run: Any, model_dir: str, path: str) -> list[dict[str, Any]]:
+    """Predictions of a saved model on one data file (the task decides their shape)."""
+    from adapt.saving import load_run_model
+
+    loaded = load_run_model(run, model_dir)
+    loaded.model.eval()
+    return run.task.predict(run, loaded, path)

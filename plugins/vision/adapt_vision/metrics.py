@@ -1,0 +1,75 @@
+"""Evaluators that report adapt's metric names: COCO mAP from pycocotools (through mmdet's
+CocoMetric), plus precision and recall at IoU 0.5 for boxes scored above box_score_threshold."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Any
+
+import numpy as np
+from mmdet.evaluation.metrics import CocoMetric
+from mmdet.registry import METRICS
+
+NAMES = {"mAP": "mean_average_precision", "mAP_50": "map_50", "mAP_75": "map_75", "mAP_s": "map_small",
+         "mAP_m": "map_medium", "mAP_l": "map_large"}
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes (x1, y1, x2, y2): a (n, 4) x b (m, 4) -> (n, m)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+
+
+@METRICS.register_module()
+class AdaptCocoMetric(CocoMetric):
+    """mmdet's CocoMetric with adapt's names (``mean_average_precision``, ``map_50``...; ``segm_``
+    before the mask ones) and ``precision`` / ``recall`` of the boxes above ``score_threshold``,
+    matched greedily to ground truth at IoU >= 0.5 within each class."""
+
+    default_prefix = None
+
+    def __init__(self, score_threshold: float = 0.3, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.score_threshold = score_threshold
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its summary tables
+            raw = super().compute_metrics(results)
+        # no detection at all (an early, untrained model): mmdet reports nothing; that is mAP 0
+        out: dict[str, float] = {("" if kind == "bbox" else f"{kind}_") + name: 0.0
+                                 for kind in self.metrics for name in NAMES.values()}
+        for key, value in raw.items():
+            kind, _, item = key.partition("_")
+            if item in NAMES:
+                out[("" if kind == "bbox" else f"{kind}_") + NAMES[item]] = float(value)
+        out.update(self._precision_recall([pred for _, pred in results]))
+        return out
+
+    def _precision_recall(self, preds: list[dict[str, Any]]) -> dict[str, float]:
+        coco, label_of = self._coco_api, {cat: i for i, cat in enumerate(self.cat_ids)}
+        tp = fp = fn = 0
+        for pred in preds:
+            anns = [a for a in coco.load_anns(coco.get_ann_ids(img_ids=[pred["img_id"]]))
+                    if not a.get("iscrowd") and a["category_id"] in label_of]
+            gt_boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                                 for a in anns], dtype=float).reshape(-1, 4)
+            gt_labels = np.array([label_of[a["category_id"]] for a in anns], dtype=int)
+            keep = pred["scores"] >= self.score_threshold
+            boxes, labels, scores = pred["bboxes"][keep], pred["labels"][keep], pred["scores"][keep]
+            matched = np.zeros(len(anns), dtype=bool)
+            for i in np.argsort(-scores):
+                same = np.flatnonzero((gt_labels == labels[i]) & ~matched)
+                if len(same):
+                    ious = _iou(boxes[i:i + 1], gt_boxes[same])[0]
+                    best = int(np.argmax(ious))
+                    if ious[best] >= 0.5:
+                        matched[same[best]] = True
+                        tp += 1
+                        continue
+                fp += 1
+            fn += int((~matched).sum())
+        return {"precision": tp / (tp + fp) if tp + fp else 0.0, "recall": tp / (tp + fn) if tp + fn else 0.0}

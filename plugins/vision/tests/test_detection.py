@@ -1,0 +1,200 @@
+"""object_detection through the real `adapt` command: a tiny RetinaNet (ResNet-18 layout, 1/4 width)
+trains on drawn COCO images; metrics, saving, reloading, prediction, methods and resume."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from adapt.testing import check_task, read_metrics, run_adapt
+
+sys.path.insert(0, str(Path(__file__).parent))
+import draw  # noqa: E402
+
+TINY = str(Path(__file__).parent / "configs" / "tiny_retinanet.py")
+COMMON = ["--set", "training.per_device_train_batch_size=4", "--set", "training.learning_rate=0.001",
+          "--set", "tracking.enabled=false", "--set", "save_as_mlflow_model=false"]
+
+
+def test_contract() -> None:
+    from adapt_vision.detection import InstanceSegmentation, ObjectDetection
+
+    check_task(ObjectDetection())
+    check_task(InstanceSegmentation())
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Drawn COCO splits and a 'pretrained' checkpoint of the tiny detector (random, saved once)."""
+    import torch
+    from adapt_vision.detection import ObjectDetection
+    from mmengine.config import Config
+
+    root = tmp_path_factory.mktemp("coco")
+    data = {"train": str(draw.coco_detection(root / "train", 16, seed=1)),
+            "val": str(draw.coco_detection(root / "val", 6, seed=2))}
+    task = ObjectDetection()
+    task.setup()
+    cfg = Config.fromfile(TINY)
+    task.shape_config(cfg, {"classes": ["red", "green", "blue"]})
+    torch.manual_seed(0)
+    model = task.build(cfg.model, TINY)
+    data["checkpoint"] = str(root / "pretrained.pth")
+    torch.save({"state_dict": model.state_dict(), "meta": {"note": "random weights for tests"}}, data["checkpoint"])
+    return data
+
+
+def _train(coco: dict[str, str], out: Path, method: str, *extra: str) -> None:
+    result = run_adapt("train", "--task", "object_detection", "--method", method, "--model", TINY,
+                       "--train", coco["train"], "--output", str(out), "--set", f"task_params.checkpoint={coco['checkpoint']}",
+                       *COMMON, *extra, timeout=300)
+    assert result.returncode == 0, result
+
+
+def test_trains_evaluates_saves_reloads_and_predicts(coco: dict[str, str], tmp_path: Path) -> None:
+    from pycocotools.coco import COCO
+
+    out = tmp_path / "run"
+    _train(coco, out, "full", "--validation", coco["val"], "--test", coco["val"], "--set", "training.max_steps=24",
+           "--set", "training.logging_steps=4", "--set", "training.evaluation_strategy=steps",
+           "--set", "training.eval_steps=12")
+    records = read_metrics(out)
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 6 and losses[-1] < losses[0] * 0.8, losses
+    evals = [r for r in records if "eval_mean_average_precision" in r]
+    assert [r["step"] for r in evals] == [12, 24]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name in ("mean_average_precision", "map_50", "map_75", "precision", "recall"):
+        assert 0.0 <= metrics["validation"][f"eval_{name}"] <= 1.0, name
+    assert metrics["validation"]["eval_map_50"] > 0  # 24 iterations find some boxes
+    assert metrics["best_checkpoint"].endswith(".pth")
+    config = (out / "config.yaml").read_text()
+    assert "metric_for_best_model: mean_average_precision" in config  # the default, as loss is not computed
+    test = json.loads((out / "test_metrics.json").read_text())
+    assert set(test) >= {"test_mean_average_precision", "test_precision", "test_recall"}
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["adapt.json", "config.py", "model.safetensors"]
+
+    evaluated = run_adapt("evaluate", str(out), "-d", coco["val"])
+    assert evaluated.returncode == 0, evaluated
+    again = evaluated.json()
+    assert again["test_mean_average_precision"] == pytest.approx(test["test_mean_average_precision"], abs=1e-6)
+    assert again["test_map_50"] == pytest.approx(test["test_map_50"], abs=1e-6)
+
+    drawn = tmp_path / "drawn"
+    predicted = run_adapt("predict", str(out), "-d", coco["val"], "-o", str(tmp_path / "p.jsonl"),
+                          "--set", "task_params.box_score_threshold=0.05", "--set", f"task_params.draw_folder={drawn}")
+    assert predicted.returncode == 0, predicted
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert rows and all(r["category_name"] in ("red", "green", "blue") and len(r["bbox"]) == 4 for r in rows)
+    results = COCO(coco["val"]).loadRes([{k: r[k] for k in ("image_id", "category_id", "bbox", "score")} for r in rows])
+    assert len(results.getAnnIds()) == len(rows)  # pycocotools accepts them as COCO results
+    assert len(list(drawn.glob("*.png"))) == 6
+
+
+def test_real_config_name_and_cfg_options(coco: dict[str, str], tmp_path: Path) -> None:
+    """A config shipped with mmdet, by name; cfg_options drops its download of ImageNet weights."""
+    out = tmp_path / "r18"
+    result = run_adapt("train", "--task", "object_detection", "--method", "last_layer", "--model",
+                       "retinanet_r18_fpn_1x_coco", "--train", coco["train"], "--output", str(out),
+                       "--set", "training.max_steps=1", "--set", "task_params.image_width=64",
+                       "--set", "task_params.image_height=64",
+                       "--set", 'task_params.cfg_options={"model.backbone.init_cfg": null}', *COMMON, timeout=300)
+    assert result.returncode == 0, result
+    assert "ResNet" in (out / "model" / "config.py").read_text() and "depth=18" in (out / "model" / "config.py").read_text()
+    wrong = run_adapt("train", "--task", "object_detection", "--model", "retinanet_r81_fpn", "--train", coco["train"],
+                      "--output", str(tmp_path / "x"), *COMMON)
+    assert wrong.returncode == 2 and "retinanet_r18_fpn" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+@pytest.mark.parametrize("method", ["last_layer", "ssf", "lora"])
+def test_methods_train_exactly_their_parameters(coco: dict[str, str], tmp_path: Path, method: str) -> None:
+    """Which parameters each method trains (in process), then a short run through the command: the
+    saved model differs from the checkpoint exactly where the method trains."""
+    import torch
+    from adapt.config import parse_config
+    from adapt.run import load_adapted, resolve
+    from safetensors.torch import load_file
+
+    run = resolve(parse_config({"task": "object_detection", "method": method, "model": {"path": TINY},
+                                "data": {"train": coco["train"]}, "output": str(tmp_path / "x"),
+                                "task_params": {"checkpoint": coco["checkpoint"]}}))
+    loaded = load_adapted(run, TINY, run.task.inspect_data(run))
+    trainable = [n for n, p in loaded.model.named_parameters() if p.requires_grad]
+    head = [n for n in trainable if ".bbox_head." in f".{n}"]
+    rest = [n for n in trainable if n not in head]
+    assert head, "the bbox head trains with every method"
+    if method == "last_layer":
+        assert rest == []
+    elif method == "ssf":
+        assert rest and all(n.rsplit(".", 1)[-1] in ("ssf_scale", "ssf_shift") for n in rest)
+        assert all(n.startswith(("backbone.", "neck.")) for n in rest)
+    else:
+        assert rest and all(".lora_" in n for n in rest)
+        assert all(".backbone." in n or ".neck." in n for n in rest)
+
+    out = tmp_path / "run"
+    _train(coco, out, method, "--set", "training.max_steps=3")
+    base = torch.load(coco["checkpoint"], weights_only=True)["state_dict"]
+    model_dir = out / "model"
+    info = json.loads((model_dir / "adapt.json").read_text())
+    if info["format"] == "native":
+        saved = load_file(str(model_dir / "model.safetensors"))
+        changed = {k for k in base if k in saved and not torch.equal(base[k], saved[k]) and base[k].is_floating_point()
+                   and "running_" not in k}
+        assert any(k.startswith("bbox_head.") for k in changed)
+        backbone_changed = any(k.startswith(("backbone.", "neck.")) for k in changed)
+        assert backbone_changed == (method == "lora"), sorted(changed)[:5]  # lora merged into backbone and neck
+    else:  # ssf on convolutions without bias is kept apart
+        assert method == "ssf"
+        adapter = load_file(str(model_dir / "adapter.safetensors"))
+        params = {k for k in adapter if "running_" not in k and "num_batches" not in k}
+        assert params and all("ssf_" in k or k.startswith("bbox_head.") for k in params)
+    assert run_adapt("evaluate", str(out), "-d", coco["val"]).returncode == 0
+
+
+def test_resume_continues_like_an_uninterrupted_run(coco: dict[str, str], tmp_path: Path) -> None:
+    """4 iterations, then resumed to 8 == 8 iterations at once (constant learning rate, no flips)."""
+    from safetensors.torch import load_file
+
+    same = ["--set", "training.lr_scheduler_type=constant", "--set", "task_params.apply_augmentations=false",
+            "--set", "training.save_strategy=steps", "--set", "training.save_steps=4", "--set", "training.logging_steps=1"]
+    _train(coco, tmp_path / "once", "full", "--set", "training.max_steps=8", *same)
+    _train(coco, tmp_path / "twice", "full", "--set", "training.max_steps=4", *same)
+    _train(coco, tmp_path / "twice", "full", "--set", "training.max_steps=8", *same,
+           "--set", "training.resume_from_checkpoint=true")
+    steps = [r["step"] for r in read_metrics(tmp_path / "twice") if "loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8]  # continued at 5, not restarted
+    once = load_file(str(tmp_path / "once" / "model" / "model.safetensors"))
+    twice = load_file(str(tmp_path / "twice" / "model" / "model.safetensors"))
+    worst = max(float((once[k].float() - twice[k].float()).abs().max()) for k in once)
+    assert worst < 1e-4, worst
+
+
+@pytest.mark.parametrize("case", ["bad_reference", "missing_image", "corrupt_image", "not_json"])
+def test_bad_coco_files_fail_clearly(coco: dict[str, str], tmp_path: Path, case: str) -> None:
+    source = json.loads(Path(coco["train"]).read_text())
+    folder = Path(coco["train"]).parent
+    bad = tmp_path / "bad.json"
+    expected = {"bad_reference": "category_id 99", "missing_image": "not found",
+                "corrupt_image": "not a readable image", "not_json": "not valid JSON"}[case]
+    if case == "bad_reference":
+        source["annotations"][0]["category_id"] = 99
+    elif case == "missing_image":
+        source["images"][0]["file_name"] = "gone.png"
+    elif case == "corrupt_image":
+        (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+        for image in source["images"]:
+            (tmp_path / image["file_name"]).symlink_to(folder / image["file_name"])
+        source["images"][0]["file_name"] = "broken.png"
+    if case == "not_json":
+        bad.write_text("{images: [")
+    else:
+        bad.write_text(json.dumps(source))
+    image_folder = tmp_path if case == "corrupt_image" else folder
+    result = run_adapt("train", "--task", "object_detection", "--model", TINY, "--train", str(bad),
+                       "--output", str(tmp_path / "run"), "--set", f"task_params.image_folder={image_folder}", *COMMON)
+    assert result.returncode == 2, result
+    assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
