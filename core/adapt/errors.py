@@ -36,3 +36,10 @@ class RunInterrupted(AdaptError):
     """The run was stopped by a signal; a checkpoint was written where possible."""
 
     exit_code = 130
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its class name when it has none): the detail a
+    one-line user error quotes from a library's error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

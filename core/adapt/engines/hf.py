@@ -7,7 +7,6 @@ import errno
 import json
 import logging
 import shutil
-import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,10 @@ from transformers import (
 from transformers.trainer_callback import ProgressCallback
 
 from adapt.config import TrainingConfig
-from adapt.errors import ConfigError, RunInterrupted, StorageError
-from adapt.report import plot_curves
-from adapt.run import Run, load_for_training, steps_per_epoch, write_json
-from adapt.saving import load_run_model, save_outputs
+from adapt.engines.common import data_splits, finish, log_effective_batch, raise_if_interrupted, stop_on_signals
+from adapt.errors import ConfigError, StorageError
+from adapt.run import Run, load_for_training, steps_per_epoch
+from adapt.saving import load_run_model
 
 log = logging.getLogger("adapt")
 
@@ -234,15 +233,10 @@ def _train(run: Run) -> dict[str, Any]:
     task = run.task
     loaded, params = load_for_training(run)
 
-    splits = {k: v for k, v in (("train", run.config.data.train), ("validation", run.config.data.validation),
-                                ("test", run.config.data.test)) if v}
-    data = task.load_data(run, loaded, splits)
+    data = task.load_data(run, loaded, data_splits(run))
     train_ds, eval_ds, test_ds = data["train"], data.get("validation"), data.get("test")
     args = training_arguments(run, len(train_ds), eval_ds is not None)
-    world = run.world_size * args.gradient_accumulation_steps
-    log.info("effective batch size: %d per device x %d process(es) x %d accumulation = %d",
-             args.per_device_train_batch_size, run.world_size, args.gradient_accumulation_steps,
-             args.per_device_train_batch_size * world)
+    log_effective_batch(run, args.per_device_train_batch_size, args.gradient_accumulation_steps)
 
     callback = RunCallback(run)
     callbacks: list[TrainerCallback] = [callback]
@@ -250,14 +244,10 @@ def _train(run: Run) -> dict[str, Any]:
         callbacks.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
     trainer = _trainer(run, loaded, args, train_dataset=train_ds, eval_dataset=eval_ds, callbacks=callbacks)
 
-    def on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001
-        callback.stop_requested = signal.Signals(signum).name
-        log.warning("%s received: saving a checkpoint and stopping", callback.stop_requested)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     resume = _resume_path(run)
     try:
-        output = trainer.train(resume_from_checkpoint=resume)
+        with stop_on_signals(callback):
+            output = trainer.train(resume_from_checkpoint=resume)
     except (RuntimeError, ValueError) as exc:
         signs = ("Error(s) in loading state_dict", "size mismatch", "Missing key", "optimizer's group")
         if resume and any(sign in str(exc) for sign in signs):
@@ -266,16 +256,7 @@ def _train(run: Run) -> dict[str, Any]:
             raise ConfigError(f"training.resume_from_checkpoint: {resume} does not fit this model (written for another "
                               f"model or method?): {detail}") from None
         raise
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if callback.stop_requested:
-        from adapt.run import write_status
-
-        write_status(run, "interrupted", signal=callback.stop_requested)
-        raise RunInterrupted(f"stopped by {callback.stop_requested}; the last checkpoint is in "
-                             f"{run.path('checkpoints')}; continue with "
-                             "--set training.resume_from_checkpoint=true")
+    raise_if_interrupted(run, callback.stop_requested)
 
     metrics: dict[str, Any] = {"train": output.metrics, **params, "train_batch_size": trainer._train_batch_size}
     if t.auto_find_batch_size and trainer._train_batch_size != t.per_device_train_batch_size:
@@ -288,16 +269,7 @@ def _train(run: Run) -> dict[str, Any]:
         metrics["validation"] = trainer.evaluate(eval_ds)
     if test_ds is not None:  # before saving: merging changes rank 0's model, and workers must stay alike
         metrics["test"] = trainer.evaluate(test_ds, metric_key_prefix="test")
-        if run.is_main_process:
-            write_json(run.path("test_metrics.json"), metrics["test"])
-    loaded.model = trainer.model
-    with run.backend.gather_weights(trainer.model, run):
-        if run.is_main_process:
-            save_outputs(run, loaded)
-    if run.is_main_process:
-        write_json(run.path("metrics.json"), metrics)
-        plot_curves(run.path("metrics.jsonl"), run.path("curves.png"))
-    return metrics
+    return finish(run, loaded, trainer.model, metrics)
 
 
 def _trainer(run: Run, loaded: Any, args: TrainingArguments, **kwargs: Any) -> Trainer:

@@ -19,7 +19,6 @@ import ast
 import json
 import logging
 import math
-import signal
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from typing import Any
 from pydantic import Field
 
 from adapt.api import Params
-from adapt.errors import ConfigError, RunInterrupted
+from adapt.errors import ConfigError
 
 log = logging.getLogger("adapt")
 
@@ -164,12 +163,11 @@ def _dataloader(run: Any, split: dict[str, Any], train: bool) -> dict[str, Any]:
             "dataset": split["dataset"]}
 
 
-def runner_config(run: Any, loaded: Any, data: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Runner arguments that say what the run config says."""
+def runner_config(run: Any, loaded: Any, data: dict[str, dict[str, Any]], steps: dict[str, int]) -> dict[str, Any]:
+    """Runner arguments that say what the run config says (``steps``: :func:`_intervals`)."""
     t = run.training
     p = run.task_params
     validation = data.get("validation")
-    steps = _intervals(run, data["train"]["size"], validation is not None)
     metric = t.metric_for_best_model.removeprefix("eval_")
     checkpoint: dict[str, Any] = {"type": "CheckpointHook", "by_epoch": False, "interval": steps["save"] or steps["max"] + 1,
                                   "max_keep_ckpts": t.save_total_limit, "save_last": steps["save"] > 0,
@@ -219,68 +217,65 @@ def runner_config(run: Any, loaded: Any, data: dict[str, dict[str, Any]]) -> dic
     return cfg
 
 
-class _RunHook:
-    """Built per run (MMEngine's Hook base is imported lazily): writes logs to metrics.jsonl,
-    tells the plugins, shows progress and stops cleanly on SIGTERM / Ctrl-C."""
+def _run_hook(run: Any, steps: dict[str, int]) -> Any:
+    """The run's hook (built per run: MMEngine's Hook base is imported lazily): writes logs to
+    metrics.jsonl, tells the plugins, shows progress and stops cleanly on SIGTERM / Ctrl-C."""
+    from mmengine.hooks import Hook
+    from tqdm.auto import tqdm
 
-    @staticmethod
-    def make(run: Any, steps: dict[str, int]) -> Any:
-        from mmengine.hooks import Hook
-        from tqdm.auto import tqdm
+    class RunHook(Hook):
+        priority = "LOW"
 
-        class RunHook(Hook):
-            priority = "LOW"
+        def __init__(self) -> None:
+            self.window: dict[str, list[float]] = {}
+            self.stop_requested: str | None = None
+            self.bar: Any = None
+            self.last_loss: float | None = None
+            self.training = False
 
-            def __init__(self) -> None:
-                self.window: dict[str, list[float]] = {}
-                self.stop_requested: str | None = None
-                self.bar: Any = None
-                self.last_loss: float | None = None
-                self.training = False
+        def before_train(self, runner: Any) -> None:
+            self.training = True
+            if run.is_main_process:
+                self.bar = tqdm(total=steps["max"], initial=runner.iter, desc="train", unit="it", file=sys.stderr)
 
-            def before_train(self, runner: Any) -> None:
-                self.training = True
-                if run.is_main_process:
-                    self.bar = tqdm(total=steps["max"], initial=runner.iter, desc="train", unit="it", file=sys.stderr)
+        def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+            for key, value in (outputs or {}).items():
+                self.window.setdefault(key, []).append(float(value))
+            step = runner.iter + 1
+            if self.bar is not None:
+                self.bar.update(1)
+            if steps["log"] and step % steps["log"] == 0:
+                means = {k: sum(v) / len(v) for k, v in self.window.items()}
+                self.window = {}
+                self.last_loss = means.get("loss", self.last_loss)
+                lr = runner.optim_wrapper.get_lr()
+                means["learning_rate"] = next(iter(lr.values()))[0] if lr else None
+                self._record(runner, step, means)
+            if self.stop_requested:
+                checkpoint_hook = next(h for h in runner.hooks if type(h).__name__ == "CheckpointHook")
+                checkpoint_hook._save_checkpoint(runner)  # noqa: SLF001 - MMEngine's own save + last_checkpoint
+                runner.train_loop.stop_training = True
 
-            def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
-                for key, value in (outputs or {}).items():
-                    self.window.setdefault(key, []).append(float(value))
-                step = runner.iter + 1
-                if self.bar is not None:
-                    self.bar.update(1)
-                if steps["log"] and step % steps["log"] == 0:
-                    means = {k: sum(v) / len(v) for k, v in self.window.items()}
-                    self.window = {}
-                    self.last_loss = means.get("loss", self.last_loss)
-                    lr = runner.optim_wrapper.get_lr()
-                    means["learning_rate"] = next(iter(lr.values()))[0] if lr else None
-                    self._record(runner, step, means)
-                if self.stop_requested:
-                    checkpoint_hook = next(h for h in runner.hooks if type(h).__name__ == "CheckpointHook")
-                    checkpoint_hook._save_checkpoint(runner)  # noqa: SLF001 - MMEngine's own save + last_checkpoint
-                    runner.train_loop.stop_training = True
+        def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
+            if self.training:  # the evaluations after training are reported by the engine
+                self._record(runner, runner.iter, {f"eval_{k}": v for k, v in (metrics or {}).items()})
 
-            def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
-                if self.training:  # the evaluations after training are reported by the engine
-                    self._record(runner, runner.iter, {f"eval_{k}": v for k, v in (metrics or {}).items()})
+        def after_train(self, runner: Any) -> None:
+            self.training = False
+            if self.bar is not None:
+                self.bar.close()
 
-            def after_train(self, runner: Any) -> None:
-                self.training = False
-                if self.bar is not None:
-                    self.bar.close()
+        def _record(self, runner: Any, step: int, values: dict[str, Any]) -> None:
+            if not run.is_main_process or not values:
+                return
+            epoch = round(step / max(steps["epoch"], 1), 4)
+            with run.path("metrics.jsonl").open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"step": step, "epoch": epoch, **values}, default=float) + "\n")
+            log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                    for k, v in values.items()))
+            run.registry.notify("adapt_metrics_logged", run=run, metrics=dict(values), step=step)
 
-            def _record(self, runner: Any, step: int, values: dict[str, Any]) -> None:
-                if not run.is_main_process or not values:
-                    return
-                epoch = round(step / max(steps["epoch"], 1), 4)
-                with run.path("metrics.jsonl").open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps({"step": step, "epoch": epoch, **values}, default=float) + "\n")
-                log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                        for k, v in values.items()))
-                run.registry.notify("adapt_metrics_logged", run=run, metrics=dict(values), step=step)
-
-        return RunHook()
+    return RunHook()
 
 
 @contextmanager
@@ -309,49 +304,29 @@ def train(run: Any) -> dict[str, Any]:
     """Load, adapt, train, save and test; return the final metrics."""
     from mmengine.runner import set_random_seed
 
-    from adapt.report import plot_curves
-    from adapt.run import load_for_training, write_json
-    from adapt.saving import save_outputs
+    from adapt.engines.common import data_splits, finish, log_effective_batch, raise_if_interrupted, stop_on_signals
+    from adapt.run import load_for_training
 
     t = run.training
     set_random_seed(t.seed, deterministic=t.enable_full_determinism)
-    task = run.task
     loaded, params = load_for_training(run)
-    splits = {k: v for k, v in (("train", run.config.data.train), ("validation", run.config.data.validation),
-                                ("test", run.config.data.test)) if v}
-    data = task.load_data(run, loaded, splits)
-    cfg = runner_config(run, loaded, data)
-    steps = _intervals(run, data["train"]["size"], "val_dataloader" in cfg)
-    log.info("effective batch size: %d per device x %d process(es) x %d accumulation = %d",
-             t.per_device_train_batch_size, run.world_size, t.gradient_accumulation_steps,
-             t.per_device_train_batch_size * run.world_size * t.gradient_accumulation_steps)
-    hook = _RunHook.make(run, steps)
+    data = run.task.load_data(run, loaded, data_splits(run))
+    steps = _intervals(run, data["train"]["size"], "validation" in data)
+    cfg = runner_config(run, loaded, data, steps)
+    log_effective_batch(run, t.per_device_train_batch_size, t.gradient_accumulation_steps)
+    hook = _run_hook(run, steps)
     runner = _runner(run, loaded, cfg)
     runner.register_hook(hook)
-
-    def on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001
-        hook.stop_requested = signal.Signals(signum).name
-        log.warning("%s received: saving a checkpoint and stopping", hook.stop_requested)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     started = time.time()
     try:
-        with checkpoint_globals():
+        with stop_on_signals(hook), checkpoint_globals():
             runner.train()
     except (RuntimeError, KeyError) as exc:
         if t.resume_from_checkpoint and ("size mismatch" in str(exc) or "Missing key" in str(exc)):
             raise ConfigError(f"training.resume_from_checkpoint: the checkpoint does not fit this model (written for "
                               f"another model or method?): {str(exc).splitlines()[0]}") from None
         raise
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if hook.stop_requested:
-        from adapt.run import write_status
-
-        write_status(run, "interrupted", signal=hook.stop_requested)
-        raise RunInterrupted(f"stopped by {hook.stop_requested}; the last checkpoint is in {run.path('checkpoints')}; "
-                             "continue with --set training.resume_from_checkpoint=true")
+    raise_if_interrupted(run, hook.stop_requested)
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     metrics: dict[str, Any] = {"train": {"train_loss": hook.last_loss, "train_runtime": round(time.time() - started, 3),
                                          "train_iterations": steps["max"]}, **params,
@@ -366,18 +341,9 @@ def train(run: Any) -> dict[str, Any]:
         metrics["best_metric"] = runner.message_hub.get_info("best_score")
     if "val_dataloader" in cfg:
         metrics["validation"] = {f"eval_{k}": v for k, v in runner.val().items()}
-    if "test_dataloader" in cfg:
+    if "test_dataloader" in cfg:  # before saving: merging changes rank 0's model
         metrics["test"] = {f"test_{k}": v for k, v in runner.test().items()}
-        if run.is_main_process:
-            write_json(run.path("test_metrics.json"), metrics["test"])
-    loaded.model = model
-    with run.backend.gather_weights(model, run):
-        if run.is_main_process:
-            save_outputs(run, loaded)
-    if run.is_main_process:
-        write_json(run.path("metrics.json"), metrics)
-        plot_curves(run.path("metrics.jsonl"), run.path("curves.png"))
-    return metrics
+    return finish(run, loaded, model, metrics)
 
 
 def evaluate(run: Any, model_dir: str, path: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapt import DataError, LoadedModel, ModelError, Task, read_table, require_columns, split_off
+from adapt import DataError, LoadedModel, ModelError, Task, first_line, read_table, require_columns, split_off
 
 # Tokenizers that must be told a word-split input starts a new word (byte-level BPE).
 PREFIX_SPACE_FAMILIES = {"gpt2", "roberta", "longformer", "bart", "mvp", "deberta"}
@@ -60,7 +60,7 @@ class TextTask(Task):
             tokenizer = AutoTokenizer.from_pretrained(source, **common, **kwargs)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"model {source} could not be loaded for {self.name.replace('_', ' ')}: "
-                             f"{_first_line(exc)}") from None
+                             f"{first_line(exc)}") from None
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.sep_token
         return tokenizer
@@ -77,7 +77,7 @@ class TextTask(Task):
                                        **kwargs, **run.load_options)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"model {source} could not be loaded for {self.name.replace('_', ' ')}: "
-                             f"{_first_line(exc)}") from None
+                             f"{first_line(exc)}") from None
 
     def max_tokens(self, loaded: LoadedModel, configured: int) -> int:
         """``configured`` when positive, else the model's limit: the tokenizer's, or the model's
@@ -104,11 +104,6 @@ class TextTask(Task):
     def save_model(self, loaded: LoadedModel, folder: str) -> None:
         loaded.model.save_pretrained(folder)
         loaded.processor.save_pretrained(folder)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def generate(loaded: LoadedModel, prompts: list[str], batch_size: int, max_new_tokens: int,

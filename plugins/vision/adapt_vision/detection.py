@@ -106,8 +106,7 @@ class ObjectDetection(OpenMMLabTask):
         from mmengine.dataset import pseudo_collate
         from mmengine.registry import init_default_scope
 
-        self.setup()
-        init_default_scope(self.package)
+        init_default_scope(self.package)  # load_model registered the package's modules
         images = self.predict_images(path)
         pipeline = Compose(self.pipeline(run, loaded, "predict"))
         classes, threshold = loaded.meta["classes"], run.task_params.box_score_threshold

@@ -8,10 +8,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from adapt import DataError, LoadedModel, ModelError, Params, Task, read_table, require_columns
+from adapt import DataError, LoadedModel, ModelError, Params, Task, first_line, read_table, require_columns
 from pydantic import Field
 
-from adapt_vision.openmmlab import IMAGE_SUFFIXES, first_line
+from adapt_vision.images import IMAGE_SUFFIXES, check_readable
 
 log = logging.getLogger("adapt")
 TIMM_FILE = "timm.json"
@@ -83,19 +83,13 @@ class ImageClassification(Task):
         return {"labels": labels, "problem_type": "multi_label" if self.multi_label else "single_label"}
 
     def check_images(self, rows: list[tuple[str, list[str]]], split: str, path: str, labels: list[str]) -> None:
-        from PIL import Image, UnidentifiedImageError
-
         allowed = set(labels)
         for image, values in rows:
             bad = [v for v in values if v not in allowed]
             if bad:
                 raise DataError(f"{split} data {path}: image {image} has label {bad[0]!r}, not in the label set "
                                 f"({', '.join(labels)})")
-            try:
-                with Image.open(image) as handle:
-                    handle.verify()
-            except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-                raise DataError(f"{split} data {path}: {image} is not a readable image ({first_line(exc)})") from None
+            check_readable(image, split, path)
 
     def load_data(self, run: Any, loaded: LoadedModel, splits: dict[str, str]) -> dict[str, Any]:
         from adapt import split_off

@@ -10,13 +10,14 @@ import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
-from adapt import DataError, LoadedModel, MMEngineParams, ModelError, Task
+from adapt import DataError, LoadedModel, MMEngineParams, ModelError, Task, first_line
 from pydantic import Field
+
+from adapt_vision.images import IMAGE_SUFFIXES, check_readable
 
 log = logging.getLogger("adapt")
 CONFIG_FILE = "config.py"
 WEIGHTS_FILE = "model.safetensors"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 class OpenMMLabParams(MMEngineParams):
@@ -30,11 +31,6 @@ class OpenMMLabParams(MMEngineParams):
     apply_augmentations: bool = Field(True, description="Random horizontal flips of training images.")
     draw_folder: str | None = Field(None, description="adapt predict: also write each image with its predictions "
                                                       "drawn into this folder.")
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class OpenMMLabTask(Task):
@@ -224,16 +220,9 @@ class OpenMMLabTask(Task):
 
     def check_images(self, run: Any, split: str, path: str, coco: dict[str, Any]) -> None:
         """Every image opens as an image (a corrupted file fails here, not deep in training)."""
-        from PIL import Image, UnidentifiedImageError
-
         root = self.image_root(run, path)
         for image in coco["images"]:
-            try:
-                with Image.open(root / image["file_name"]) as handle:
-                    handle.verify()
-            except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-                raise DataError(f"{split} data {path}: image {image['file_name']!r} is not a readable image "
-                                f"({first_line(exc)})") from None
+            check_readable(root / image["file_name"], split, path, image["file_name"])
 
     def predict_images(self, path: str) -> list[dict[str, Any]]:
         """The images to predict on: a COCO file's images, a folder's images, or a data file
@@ -287,7 +276,7 @@ def load_weights(model: Any, path: str) -> None:
         load_checkpoint(model, path, map_location="cpu", strict=False, logger="current")
     except Exception as exc:  # torch's weights-only unpickler names the class it refused
         raise ModelError(f"task_params.checkpoint: {path} could not be read as a checkpoint of weights: "
-                         f"{str(exc).splitlines()[0]}") from None
+                         f"{first_line(exc)}") from None
 
 
 
