@@ -133,14 +133,14 @@ def test_resolve_accepts_azure_ml_lora_aliases() -> None:
 
 def test_unknown_plugin_names_say_what_is_installed_and_who_provides_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ADAPT_DISABLE_PLUGINS", "mlflow,backends,vision")
+    without = Registry().load()  # a fresh registry: the default one may be cached by an earlier test
     with pytest.raises(PluginError) as err:
-        resolve(parse_config(minimal(task="object_detection")))
+        resolve(parse_config(minimal(task="object_detection")), without)
     message = str(err.value)
     assert "unknown task 'object_detection'" in message and "text_classification" in message
     assert "adapt-vision" in message
     with pytest.raises(PluginError, match="unknown method 'tuning'"):
-        resolve(parse_config(minimal(method="tuning")))
-    without = Registry().load()  # ADAPT_DISABLE_PLUGINS=mlflow,backends,vision, set above
+        resolve(parse_config(minimal(method="tuning")), without)
     with pytest.raises(PluginError, match="adapt-backends"):
         resolve(parse_config(minimal(backend="ddp")), without)
     with pytest.raises(PluginError, match="adapt-mlflow"):
