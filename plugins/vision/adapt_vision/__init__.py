@@ -8,8 +8,9 @@ from adapt import Task, hookimpl
 
 from adapt_vision.detection import InstanceSegmentation, ObjectDetection
 from adapt_vision.image_classification import ImageClassification, ImageClassificationMultilabel
+from adapt_vision.pose import PoseDetection
 
-TASKS = (ImageClassification, ImageClassificationMultilabel, ObjectDetection, InstanceSegmentation)
+TASKS = (ImageClassification, ImageClassificationMultilabel, ObjectDetection, InstanceSegmentation, PoseDetection)
 
 
 @hookimpl

@@ -48,7 +48,7 @@ class ObjectDetection(OpenMMLabTask):
     def required(self) -> tuple[str, ...]:
         return ("bbox", "segmentation") if self.masks else ("bbox",)
 
-    def shape_config(self, cfg: Any, meta: dict[str, Any]) -> None:
+    def shape_config(self, cfg: Any, meta: dict[str, Any], params: Any = None) -> None:
         if not set_everywhere(cfg.model, "num_classes", len(meta["classes"])):
             raise DataError("the model config has no num_classes to set (is it a detector config?)")
 
@@ -134,7 +134,7 @@ class ObjectDetection(OpenMMLabTask):
         keep = pred.scores >= threshold
         masks = None
         if self.masks and "masks" in pred:
-            from mmdet.evaluation.functional import encode_mask_results
+            from mmdet.structures.mask import encode_mask_results
 
             masks = encode_mask_results(pred.masks[keep].cpu().numpy())
         for i, (box, score, label) in enumerate(zip(pred.bboxes[keep].tolist(), pred.scores[keep].tolist(),

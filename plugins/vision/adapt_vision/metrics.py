@@ -30,16 +30,20 @@ class AdaptCocoMetric(CocoMetric):
     before the mask ones) and ``precision`` / ``recall`` of the boxes above ``score_threshold``,
     matched greedily to ground truth at IoU >= 0.5 within each class."""
 
-    default_prefix = None
+    default_prefix = ""  # metric names as they are (None would make MMEngine warn)
 
     def __init__(self, score_threshold: float = 0.3, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.score_threshold = score_threshold
 
     def compute_metrics(self, results: list) -> dict[str, float]:
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its summary tables
-            raw = super().compute_metrics(results)
-        # no detection at all (an early, untrained model): mmdet reports nothing; that is mAP 0
+        if self.cat_ids is None:  # as mmdet's compute_metrics sets them
+            self.cat_ids = self._coco_api.get_cat_ids(cat_names=self.dataset_meta["classes"])
+        raw: dict[str, float] = {}
+        if any(len(pred["bboxes"]) for _, pred in results):  # else mmdet logs an error and reports nothing
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its summary tables
+                raw = super().compute_metrics(results)
+        # no detection at all (an early, untrained model): that is mAP 0
         out: dict[str, float] = {("" if kind == "bbox" else f"{kind}_") + name: 0.0
                                  for kind in self.metrics for name in NAMES.values()}
         for key, value in raw.items():

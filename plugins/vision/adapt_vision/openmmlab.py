@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
-from adapt import DataError, LoadedModel, MMEngineParams, ModelError, Task, first_line
+from adapt import DataError, LoadedModel, MMEngineParams, ModelError, PluginError, Task, first_line
 from pydantic import Field
 
 from adapt_vision.images import IMAGE_SUFFIXES, check_readable
@@ -39,22 +39,32 @@ class OpenMMLabTask(Task):
     engine = "mmengine"
     eval_loss = False
     package: ClassVar[str] = "mmdet"
+    evaluators: ClassVar[str] = "adapt_vision.metrics"  # the module that registers the task's evaluators
+    install_hint: ClassVar[str] = "pip install adapt-vision"
     head_names: ClassVar[tuple[str, ...]] = ()
 
     # model --------------------------------------------------------------------------------
     def setup(self) -> None:
         """Import the OpenMMLab package and register its modules (ours too)."""
         import importlib
+        import warnings
 
         from adapt_vision import mmcv_ops
 
+        # mmengine 0.10.7 imports pkg_resources (hence setuptools<81), which warns it is deprecated
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
         if mmcv_ops.install():
             log.debug("mmcv compiled ops: torchvision-backed provider (mmcv-lite install)")
-        importlib.import_module(f"{self.package}.utils").register_all_modules(init_default_scope=False)
+        try:
+            importlib.import_module(f"{self.package}.utils").register_all_modules(init_default_scope=False)
+        except (ImportError, ValueError) as exc:  # ValueError: a binary built for another numpy
+            raise PluginError(f"task {self.name} needs {self.package}, which does not import here ({first_line(exc)}); "
+                              f"{self.install_hint}") from None
         from mmengine.logging import MMLogger
 
         MMLogger.get_current_instance().setLevel(logging.WARNING)  # its init / load reports are not ours to print
-        from adapt_vision import metrics  # noqa: F401 - registers our evaluators
+        importlib.import_module(self.evaluators)
 
     def config_path(self, reference: str) -> Path:
         """A config file, a saved model folder's config, or a config name shipped in the package."""
@@ -80,8 +90,9 @@ class OpenMMLabTask(Task):
                              f"with {self.package} ({len(names)} names under {root}){hint}")
         return found[0]
 
-    def shape_config(self, cfg: Any, meta: dict[str, Any]) -> None:
-        """Set what the data decides (number of classes, keypoints) in the model config."""
+    def shape_config(self, cfg: Any, meta: dict[str, Any], params: Any = None) -> None:
+        """Set what the data (number of classes, keypoints) and the task parameters decide in the
+        model config."""
         raise NotImplementedError
 
     def load_model(self, run: Any, source: str, meta: dict[str, Any]) -> LoadedModel:
@@ -99,7 +110,7 @@ class OpenMMLabTask(Task):
             cfg.merge_from_dict(p.cfg_options)
         if "model" not in cfg:
             raise ModelError(f"model {source}: {path} has no `model` section")
-        self.shape_config(cfg, meta)
+        self.shape_config(cfg, meta, p)
         checkpoint = getattr(p, "checkpoint", None)
         if checkpoint or (saved and saved.is_file()):
             _drop_pretrained(cfg.model)  # the weights come from the checkpoint

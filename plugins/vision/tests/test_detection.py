@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import draw  # noqa: E402
 
 TINY = str(Path(__file__).parent / "configs" / "tiny_retinanet.py")
+MASK_RCNN = str(Path(__file__).parent / "configs" / "tiny_mask_rcnn.py")
 COMMON = ["--set", "training.per_device_train_batch_size=4", "--set", "training.learning_rate=0.001",
           "--set", "tracking.enabled=false", "--set", "save_as_mlflow_model=false"]
 
@@ -198,3 +199,76 @@ def test_bad_coco_files_fail_clearly(coco: dict[str, str], tmp_path: Path, case:
     assert result.returncode == 2, result
     assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_instance_segmentation_trains_masks_and_predicts_rle(coco: dict[str, str], tmp_path: Path) -> None:
+    """A tiny Mask R-CNN (its RoI align runs on the torchvision-backed ops under mmcv-lite): the mask
+    loss trains, bbox and segm mAP are computed, predictions carry RLE masks pycocotools reads."""
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+
+    out = tmp_path / "seg"
+    result = run_adapt("train", "--task", "instance_segmentation", "--method", "full", "--model", MASK_RCNN,
+                       "--train", coco["train"], "--validation", coco["val"], "--test", coco["val"], "--output", str(out),
+                       "--set", "training.max_steps=24", "--set", "training.logging_steps=4", *COMMON, timeout=300)
+    assert result.returncode == 0, result
+    records = [r for r in read_metrics(out) if "loss" in r]
+    assert records[-1]["loss"] < records[0]["loss"] * 0.8, [r["loss"] for r in records]
+    assert records[-1]["loss_mask"] < records[0]["loss_mask"], [r["loss_mask"] for r in records]
+    test = json.loads((out / "test_metrics.json").read_text())
+    for name in ("mean_average_precision", "map_50", "segm_mean_average_precision", "segm_map_50", "precision", "recall"):
+        assert 0.0 <= test[f"test_{name}"] <= 1.0, name
+    assert test["test_segm_map_50"] > 0, test  # 24 iterations find some masks
+    again = run_adapt("evaluate", str(out), "-d", coco["val"])
+    assert again.returncode == 0, again
+    assert again.json()["test_segm_mean_average_precision"] == pytest.approx(test["test_segm_mean_average_precision"])
+
+    predicted = run_adapt("predict", str(out), "-d", coco["val"], "-o", str(tmp_path / "p.jsonl"),
+                          "--set", "task_params.box_score_threshold=0.05")
+    assert predicted.returncode == 0, predicted
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert rows and all(r["segmentation"]["size"] == [96, 96] for r in rows)
+    masks = [mask_utils.decode(dict(r["segmentation"], counts=r["segmentation"]["counts"].encode())) for r in rows]
+    assert all(m.shape == (96, 96) for m in masks) and any(m.any() for m in masks)
+    keys = ("image_id", "category_id", "bbox", "score", "segmentation")
+    results = COCO(coco["val"]).loadRes([{k: r[k] for k in keys} for r in rows])
+    assert len(results.getAnnIds()) == len(rows)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("distributed")  # one distributed job at a time
+def test_ddp_two_processes_train_a_detector(coco: dict[str, str], tmp_path: Path) -> None:
+    """The ddp backend drives the MMEngine engine too (gloo on the CPU): two workers train, rank 0
+    alone writes checkpoints, metrics and the model, and the saved model evaluates in one process."""
+    pytest.importorskip("adapt_backends")
+    out = tmp_path / "ddp"
+    result = run_adapt("train", "--task", "object_detection", "--method", "lora", "--model", TINY, "--train", coco["train"],
+                       "--validation", coco["val"], "--output", str(out), "--backend", "ddp",
+                       "--set", "backend_params.nproc_per_node=2", "--set", f"task_params.checkpoint={coco['checkpoint']}",
+                       "--set", "training.max_steps=8", "--set", "training.logging_steps=2",
+                       "--set", "training.evaluation_strategy=steps", "--set", "training.eval_steps=8",
+                       *COMMON, "--set", "training.per_device_train_batch_size=2", timeout=400)  # the last --set wins
+    assert result.returncode == 0, result
+    assert "effective batch size: 2 per device x 2 process(es) x 1 accumulation = 4" in result.stderr
+    assert json.loads(result.stdout)["validation"]["eval_map_50"] >= 0  # one result on stdout: the launcher's
+    records = read_metrics(out)
+    assert [r["step"] for r in records if "loss" in r] == [2, 4, 6, 8]  # each step once: rank 0 writes
+    assert [r["step"] for r in records if "eval_mean_average_precision" in r] == [8]
+    assert (out / "train.rank1.log").is_file() and not list(out.glob("*rank1*.json*"))
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pth")) == ["best_mean_average_precision_iter_8.pth",
+                                                                         "iter_8.pth"]
+    evaluated = run_adapt("evaluate", str(out), "-d", coco["val"])
+    assert evaluated.returncode == 0, evaluated
+    saved = json.loads((out / "metrics.json").read_text())["validation"]
+    assert evaluated.json()["test_mean_average_precision"] == pytest.approx(saved["eval_mean_average_precision"])
+
+
+@pytest.mark.parametrize("backend", ["fsdp", "deepspeed"])
+def test_sharding_backends_refuse_mmengine_tasks_before_starting(coco: dict[str, str], tmp_path: Path,
+                                                                  backend: str) -> None:
+    pytest.importorskip("adapt_backends")
+    result = run_adapt("train", "--task", "object_detection", "--model", TINY, "--train", coco["train"],
+                       "--output", str(tmp_path / "run"), "--backend", backend, *COMMON)
+    assert result.returncode == 2, result
+    assert f"backend {backend} does not drive the mmengine engine of task object_detection" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
