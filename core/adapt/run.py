@@ -331,7 +331,7 @@ def new_folder(run: Run) -> bool:
     return not run.output_dir.exists() or not any(run.output_dir.iterdir())
 
 
-def _has_checkpoint(run: Run) -> bool:
+def has_checkpoint(run: Run) -> bool:
     """Whether the engine wrote a checkpoint (HF: checkpoint-N/, MMEngine: iter_N.pth)."""
     folder = run.path("checkpoints")
     return any(folder.glob("checkpoint-*")) or any(folder.glob("*.pth"))
@@ -357,7 +357,7 @@ def train_here(run: Run) -> dict[str, Any]:
     except AdaptError:
         # Bad input found before anything was trained: leave no folder that would block the
         # corrected rerun ("already holds files"). Anything else stays for inspection.
-        if is_new and run.is_main_process and not _has_checkpoint(run):
+        if is_new and run.is_main_process and not has_checkpoint(run):
             shutil.rmtree(run.output_dir, ignore_errors=True)
             status = "removed"
         raise

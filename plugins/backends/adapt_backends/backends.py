@@ -12,15 +12,17 @@ from typing import Any, Literal
 from adapt import Backend, ConfigError
 from pydantic import Field
 
-from adapt_backends.launch import LaunchParams, hf_ddp_settings, in_worker, relaunch
+from adapt_backends.launch import LaunchParams, hf_ddp_settings, in_worker, mmengine_ddp_settings, relaunch
 
 
 class _Launched(Backend):
     Params = LaunchParams
+    engines: tuple[str, ...] = ("hf",)  # the engines this backend can drive
 
     def launch(self, run_in_worker: Callable[[], Any], run: Any) -> Any:
         if in_worker():
             return run_in_worker()
+        self._check_engine(run.task.engine, run)
         self.check(run)
         from adapt.run import setup_logging
 
@@ -30,9 +32,13 @@ class _Launched(Backend):
     def check(self, run: Any) -> None:
         """Refuse, before starting any worker, what cannot work with this backend."""
 
+    def _check_engine(self, engine: str, run: Any) -> None:
+        if engine not in self.engines:
+            raise ConfigError(f"backend {self.name} does not drive the {engine} engine of task {run.task.name} yet "
+                              "(MMEngine tasks: use backend ddp)")
+
     def engine_settings(self, engine: str, run: Any) -> dict[str, Any]:
-        if engine != "hf":
-            raise ConfigError(f"backend {self.name} does not support the {engine} engine yet")
+        self._check_engine(engine, run)
         return hf_ddp_settings(run.backend_params)
 
 
@@ -44,8 +50,11 @@ class DDPBackend(_Launched):
     name = "ddp"
     description = "Distributed data parallel: one full copy of the model per process, gradients averaged (torchrun)."
     Params = DDPParams
+    engines = ("hf", "mmengine")
 
     def engine_settings(self, engine: str, run: Any) -> dict[str, Any]:
+        if engine == "mmengine":
+            return mmengine_ddp_settings(run.backend_params, run.backend_params.find_unused_parameters)
         settings = super().engine_settings(engine, run)
         settings["ddp_find_unused_parameters"] = run.backend_params.find_unused_parameters
         return settings

@@ -8,13 +8,16 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import yaml
 from adapt import AdaptError, ConfigError, Params
 from adapt.errors import RunInterrupted
-from adapt.run import LAUNCHED_ENV, check_output, new_folder, write_status
+from adapt.run import LAUNCHED_ENV, check_output, has_checkpoint, new_folder, write_status
 from pydantic import AliasChoices, Field
 
 log = logging.getLogger("adapt")
@@ -60,6 +63,22 @@ def torchrun_args(p: LaunchParams, config_path: str) -> list[str]:
     return args + ["--module", "adapt", "train", "--config", config_path]
 
 
+@contextmanager
+def _workers_print_to_stderr() -> Iterator[None]:
+    """Workers inherit stderr as their stdout: the launching command alone prints the result
+    (rank 0's `adapt train` would print it too)."""
+    for stream in (sys.stdout, sys.__stdout__):
+        if stream is not None:
+            stream.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def relaunch(run: Any, params: LaunchParams) -> dict[str, Any]:
     """Start the workers under torchrun and wait for them; return rank 0's metrics."""
     import json
@@ -82,7 +101,8 @@ def relaunch(run: Any, params: LaunchParams) -> dict[str, Any]:
     os.environ[LAUNCHED_ENV] = "new" if fresh else "existing"
     started = time.time()
     try:
-        torchrun(get_args_parser().parse_args(arguments))
+        with _workers_print_to_stderr():
+            torchrun(get_args_parser().parse_args(arguments))
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         code = failure.exitcode
@@ -93,7 +113,7 @@ def relaunch(run: Any, params: LaunchParams) -> dict[str, Any]:
         error = AdaptError(f"worker rank {rank} failed (exit code {code}) and the other workers were stopped; "
                            f"its error is above and in {run.path(log_name)}")
         error.exit_code = 2 if code == 2 else 1
-        if fresh and code == 2 and first_node and not any(run.path("checkpoints").glob("checkpoint-*")):
+        if fresh and code == 2 and first_node and not has_checkpoint(run):
             import shutil
 
             shutil.rmtree(run.output_dir, ignore_errors=True)  # bad input: leave nothing behind
@@ -108,7 +128,17 @@ def relaunch(run: Any, params: LaunchParams) -> dict[str, Any]:
     return json.loads(metrics.read_text()) if metrics.is_file() else {}
 
 
-def hf_ddp_settings(params: LaunchParams) -> dict[str, Any]:
+def dist_backend(params: LaunchParams) -> str:
     import torch
 
-    return {"ddp_backend": params.dist_backend or ("nccl" if torch.cuda.is_available() else "gloo")}
+    return params.dist_backend or ("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def hf_ddp_settings(params: LaunchParams) -> dict[str, Any]:
+    return {"ddp_backend": dist_backend(params)}
+
+
+def mmengine_ddp_settings(params: LaunchParams, find_unused_parameters: bool = False) -> dict[str, Any]:
+    """MMEngine Runner arguments for data parallel training in a torchrun worker."""
+    return {"launcher": "pytorch", "env_cfg": {"dist_cfg": {"backend": dist_backend(params)}},
+            "model_wrapper_cfg": {"type": "MMDistributedDataParallel", "find_unused_parameters": find_unused_parameters}}
