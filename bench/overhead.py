@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from compare import report  # noqa: E402
 
 
 def adapt_run(model: str, train: str, steps: int, out: str) -> dict:
@@ -59,21 +60,7 @@ def main() -> None:
         for i in range(args.repeat):
             runs["baseline"].append(baseline_run(model, train, args.steps, f"{tmp}/baseline{i}"))
             runs["adapt"].append(adapt_run(model, train, args.steps, f"{tmp}/adapt{i}"))
-    median = {name: {key: statistics.median(r[key] for r in rows) for key in rows[0]} for name, rows in runs.items()}
-    loop = median["adapt"]["train_runtime"] / median["baseline"]["train_runtime"]
-    whole = median["adapt"]["process_seconds"] / median["baseline"]["process_seconds"]
-    loss_diff = abs(median["adapt"]["train_loss"] - median["baseline"]["train_loss"])
-    print(f"training loop: adapt {median['adapt']['train_runtime']:.2f} s, baseline {median['baseline']['train_runtime']:.2f} s"
-          f" -> {loop:.3f}x (goal <= 1.03x)")
-    print(f"whole process: adapt {median['adapt']['process_seconds']:.2f} s, baseline "
-          f"{median['baseline']['process_seconds']:.2f} s -> {whole:.3f}x")
-    print(f"final train loss: adapt {median['adapt']['train_loss']:.6f}, baseline {median['baseline']['train_loss']:.6f}"
-          f" (difference {loss_diff:.2e})")
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "overhead.json").write_text(json.dumps(
-        {"steps": args.steps, "repeat": args.repeat, "runs": runs, "median": median, "loop_ratio": loop,
-         "process_ratio": whole, "loss_difference": loss_diff}, indent=2) + "\n")
-
+    report("overhead", runs, 1.03, "final train loss", {"steps": args.steps, "repeat": args.repeat})
 
 if __name__ == "__main__":
     main()
