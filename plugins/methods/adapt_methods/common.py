@@ -184,7 +184,8 @@ def ensure_quantized(model: Any, params: QuantizationParams, head: list[str]) ->
     if quantized_kind(model) is None:
         if not quantize_linears(model, params, head):
             raise ConfigError(f"load_in_{'4' if params.load_in_4bit else '8'}bit: {type(model).__name__} has no "
-                              "nn.Linear layer outside its head to quantize")
+                              "nn.Linear layer outside its head to quantize (bitsandbytes quantizes Linear layers "
+                              "only; convolutional models: use lora, dora or ssf)")
         log.info("quantized the Linear layers of %s to %s", type(model).__name__,
                  "4 bit" if params.load_in_4bit else "8 bit")
     exact_cpu_path(model)

@@ -190,9 +190,13 @@ class ImageClassification(Task):
                 ignore_mismatched_sizes=run.training.ignore_mismatched_sizes, **run.load_options)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"model {source} could not be loaded for image classification: {first_line(exc)}") from None
-        size = processor.size if isinstance(getattr(processor, "size", None), dict) else {}
-        height = size.get("height") or size.get("shortest_edge") or 224
-        width = size.get("width") or size.get("shortest_edge") or 224
+        size = getattr(processor, "size", None) or {}  # a dict, or transformers 5's SizeDict
+
+        def side(name: str) -> int:
+            get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+            return get(name) or get("shortest_edge") or 224
+
+        height, width = side("height"), side("width")
         state = {"size": (height, width), "mean": processor.image_mean, "std": processor.image_std}
         return LoadedModel(model, processor, dict(meta), state)
 

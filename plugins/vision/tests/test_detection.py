@@ -109,7 +109,7 @@ def test_real_config_name_and_cfg_options(coco: dict[str, str], tmp_path: Path) 
     assert wrong.returncode == 2 and "retinanet_r18_fpn" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
-@pytest.mark.parametrize("method", ["last_layer", "ssf", "lora"])
+@pytest.mark.parametrize("method", ["last_layer", "ssf", "lora", "dora"])
 def test_methods_train_exactly_their_parameters(coco: dict[str, str], tmp_path: Path, method: str) -> None:
     """Which parameters each method trains (in process), then a short run through the command: the
     saved model differs from the checkpoint exactly where the method trains."""
@@ -131,9 +131,10 @@ def test_methods_train_exactly_their_parameters(coco: dict[str, str], tmp_path: 
     elif method == "ssf":
         assert rest and all(n.rsplit(".", 1)[-1] in ("ssf_scale", "ssf_shift") for n in rest)
         assert all(n.startswith(("backbone.", "neck.")) for n in rest)
-    else:
+    else:  # lora, dora (its magnitude vectors are lora_magnitude_vector)
         assert rest and all(".lora_" in n for n in rest)
         assert all(".backbone." in n or ".neck." in n for n in rest)
+        assert any("lora_magnitude_vector" in n for n in rest) == (method == "dora")
 
     out = tmp_path / "run"
     _train(coco, out, method, "--set", "training.max_steps=3")
@@ -146,7 +147,7 @@ def test_methods_train_exactly_their_parameters(coco: dict[str, str], tmp_path: 
                    and "running_" not in k}
         assert any(k.startswith("bbox_head.") for k in changed)
         backbone_changed = any(k.startswith(("backbone.", "neck.")) for k in changed)
-        assert backbone_changed == (method == "lora"), sorted(changed)[:5]  # lora merged into backbone and neck
+        assert backbone_changed == (method in ("lora", "dora")), sorted(changed)[:5]  # merged into backbone and neck
     else:  # ssf on convolutions without bias is kept apart
         assert method == "ssf"
         adapter = load_file(str(model_dir / "adapter.safetensors"))
@@ -199,6 +200,27 @@ def test_bad_coco_files_fail_clearly(coco: dict[str, str], tmp_path: Path, case:
     assert result.returncode == 2, result
     assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("method", ["last_layer", "ssf", "lora"])
+def test_instance_segmentation_methods_train_heads_and_their_own_parameters(coco: dict[str, str], tmp_path: Path,
+                                                                          method: str) -> None:
+    """Mask R-CNN's heads (RPN, and the RoI head with its box and mask heads) train with every
+    method; besides them only the method's own parameters in backbone and neck."""
+    from adapt.config import parse_config
+    from adapt.run import load_adapted, resolve
+
+    run = resolve(parse_config({"task": "instance_segmentation", "method": method, "model": {"path": MASK_RCNN},
+                                "data": {"train": coco["train"]}, "output": str(tmp_path / "x")}))
+    loaded = load_adapted(run, MASK_RCNN, run.task.inspect_data(run))
+    names = {n.removeprefix("base_model.model."): p.requires_grad for n, p in loaded.model.named_parameters()
+             if ".original_module." not in n}  # peft's frozen copy of a trained head
+    heads = [n for n in names if n.startswith(("rpn_head.", "roi_head."))]
+    assert any(".mask_head." in n for n in heads) and all(names[n] for n in heads)
+    rest = [n for n, trains in names.items() if trains and n not in heads]
+    marker = {"last_layer": None, "ssf": "ssf_", "lora": ".lora_"}[method]
+    assert (rest == []) if marker is None else (rest and all(marker in n and n.startswith(("backbone.", "neck."))
+                                                              for n in rest))
 
 
 def test_instance_segmentation_trains_masks_and_predicts_rle(coco: dict[str, str], tmp_path: Path) -> None:
@@ -261,6 +283,14 @@ def test_ddp_two_processes_train_a_detector(coco: dict[str, str], tmp_path: Path
     assert evaluated.returncode == 0, evaluated
     saved = json.loads((out / "metrics.json").read_text())["validation"]
     assert evaluated.json()["test_mean_average_precision"] == pytest.approx(saved["eval_mean_average_precision"])
+
+
+def test_quantized_methods_refuse_a_detector_without_linear_layers(coco: dict[str, str], tmp_path: Path) -> None:
+    result = run_adapt("train", "--task", "object_detection", "--method", "qlora", "--model", TINY, "--train",
+                       coco["train"], "--output", str(tmp_path / "run"), *COMMON)
+    assert result.returncode == 2, result
+    assert "RetinaNet has no nn.Linear layer outside its head" in result.stderr and "use lora, dora or ssf" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("backend", ["fsdp", "deepspeed"])

@@ -73,13 +73,43 @@ def test_hf_image_model_folder_multilabel(tmp_path: Path) -> None:
     result = run_adapt("train", "--task", "image_classification_multilabel", "--method", "lora", "--model",
                        str(model_dir), "--train", str(tmp_path / "train.jsonl"), "--test", str(tmp_path / "train.jsonl"),
                        "--output", str(out), "--set", "training.max_steps=4", "--set", "training.metric_for_best_model=iou",
-                       *COMMON, cwd=tmp_path, timeout=300)
+                       *COMMON[:6], cwd=tmp_path, timeout=300)  # the image size: the processor's 32 x 32
     assert result.returncode == 0, result
     test = json.loads((out / "test_metrics.json").read_text())
     assert all(0.0 <= test[f"test_{k}"] <= 1.0 for k in ("iou", "iou_macro", "iou_micro", "iou_weighted"))
     meta = json.loads((out / "model" / "adapt.json").read_text())["meta"]
     assert meta["labels"] == ["blue", "bright", "green", "red"]
     assert (out / "model" / "config.json").is_file()  # merged LoRA, saved by save_pretrained
+
+
+@pytest.mark.parametrize("method", ["qlora", "qssf"])
+def test_quantized_methods_on_a_vit(folders: dict[str, str], tmp_path: Path, method: str) -> None:
+    """The q-forms quantize a ViT's Linear layers to 4 bit (bitsandbytes on the CPU), train the
+    adapter, and the saved adapter reloads onto the quantized model with the same test loss."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    model_dir = tmp_path / "vit"  # 64 wide: 4 bit needs in_features divisible by 64
+    ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, intermediate_size=128)).save_pretrained(model_dir)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(model_dir)
+    from adapt.config import parse_config
+    from adapt.run import load_adapted, resolve
+
+    run = resolve(parse_config({"task": "image_classification", "method": method, "model": {"path": str(model_dir)},
+                                "data": {"train": folders["train"]}, "output": str(tmp_path / "x")}))
+    kinds = {type(m).__name__ for m in load_adapted(run, str(model_dir), run.task.inspect_data(run)).model.modules()}
+    assert "Linear4bit" in kinds, kinds
+    out = tmp_path / "run"
+    result = run_adapt("train", "--task", "image_classification", "--method", method, "--model", str(model_dir),
+                       "--train", folders["train"], "--test", folders["test"], "--output", str(out),
+                       "--set", "training.max_steps=4", *COMMON, timeout=300)
+    assert result.returncode == 0, result
+    assert f"method {method}:" in result.stderr and "parameters trainable" in result.stderr
+    assert (out / "model" / "adapter.safetensors").is_file()
+    test = json.loads((out / "test_metrics.json").read_text())
+    again = run_adapt("evaluate", str(out), "-d", folders["test"])
+    assert again.returncode == 0, again
+    assert again.json()["test_loss"] == pytest.approx(test["test_loss"], abs=1e-4)
 
 
 def test_labels_outside_the_set_and_corrupt_images_fail_clearly(folders: dict[str, str], tmp_path: Path) -> None:
