@@ -225,13 +225,21 @@ def test_instance_segmentation_methods_train_heads_and_their_own_parameters(coco
 
 def test_instance_segmentation_trains_masks_and_predicts_rle(coco: dict[str, str], tmp_path: Path) -> None:
     """A tiny Mask R-CNN (its RoI align runs on the torchvision-backed ops under mmcv-lite): the mask
-    loss trains, bbox and segm mAP are computed, predictions carry RLE masks pycocotools reads."""
+    loss trains (from polygons and RLE masks), bbox and segm mAP are computed, predictions carry
+    RLE masks pycocotools reads."""
     from pycocotools import mask as mask_utils
     from pycocotools.coco import COCO
 
+    source = json.loads(Path(coco["train"]).read_text())
+    for ann in source["annotations"][::2]:  # every other mask as compressed RLE instead of a polygon
+        x, y, w, h = ann["bbox"]
+        rle = mask_utils.frPyObjects([[x, y, x + w, y, x + w, y + h, x, y + h]], 96, 96)[0]
+        ann["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode()}
+    train = Path(coco["train"]).parent / "train_rle.json"
+    train.write_text(json.dumps(source))
     out = tmp_path / "seg"
     result = run_adapt("train", "--task", "instance_segmentation", "--method", "full", "--model", MASK_RCNN,
-                       "--train", coco["train"], "--validation", coco["val"], "--test", coco["val"], "--output", str(out),
+                       "--train", str(train), "--validation", coco["val"], "--test", coco["val"], "--output", str(out),
                        "--set", "training.max_steps=24", "--set", "training.logging_steps=4", *COMMON, timeout=300)
     assert result.returncode == 0, result
     records = [r for r in read_metrics(out) if "loss" in r]
