@@ -69,3 +69,17 @@ def test_unknown_method_on_the_command_line(tmp_path) -> None:
     assert result.returncode == 2
     assert "unknown method 'prefix_tuning'" in result.stderr and "lora" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_deepspeeds_cpu_notice_is_filtered_and_its_other_warnings_kept() -> None:
+    """DeepSpeed, imported by transformers / MMEngine even when unused, announces on every start
+    without a GPU that it chose the CPU; adapt's logging drops that one message only."""
+    import logging
+
+    from adapt.run import setup_logging
+
+    setup_logging()
+    deepspeed = logging.getLogger("DeepSpeed")
+    make = lambda text: logging.LogRecord("DeepSpeed", logging.WARNING, __file__, 1, text, None, None)  # noqa: E731
+    assert not deepspeed.filter(make("Setting accelerator to CPU. If you have GPU or other accelerator, ..."))
+    assert deepspeed.filter(make("ZeRO-3 is not supported with this optimizer"))

@@ -224,6 +224,10 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _not_cpu_choice(record: logging.LogRecord) -> bool:
+    return "Setting accelerator to CPU" not in record.getMessage()
+
+
 def setup_logging(run: Run | None = None, level: int = logging.INFO) -> logging.Handler | None:
     """Log to stderr, and to the run folder's train.log when there is a run."""
     logger = logging.getLogger("adapt")
@@ -231,6 +235,11 @@ def setup_logging(run: Run | None = None, level: int = logging.INFO) -> logging.
     # bitsandbytes warns at import on CPUs with AVX512-bf16 that it cannot fetch an optional
     # kernel from the hub; adapt keeps 4-bit layers off that path anyway (adapt-methods).
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # DeepSpeed, imported by transformers / MMEngine whether used or not, warns on every start
+    # without a GPU that it chose the CPU; its logger sets its own level, so filter the message
+    deepspeed = logging.getLogger("DeepSpeed")
+    if _not_cpu_choice not in deepspeed.filters:
+        deepspeed.addFilter(_not_cpu_choice)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     if not any(getattr(h, "_adapt", False) for h in logger.handlers):
         stream = logging.StreamHandler(sys.stderr)
