@@ -230,7 +230,7 @@ def _run_hook(run: Any, steps: dict[str, int]) -> Any:
             self.window: dict[str, list[float]] = {}
             self.stop_requested: str | None = None
             self.bar: Any = None
-            self.last_loss: float | None = None
+            self.losses: list[float] = []  # every iteration's, for train_loss (the run's mean, as HF's)
             self.training = False
 
         def before_train(self, runner: Any) -> None:
@@ -241,13 +241,14 @@ def _run_hook(run: Any, steps: dict[str, int]) -> Any:
         def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
             for key, value in (outputs or {}).items():
                 self.window.setdefault(key, []).append(float(value.detach() if hasattr(value, "detach") else value))
+            if "loss" in (outputs or {}):
+                self.losses.append(self.window["loss"][-1])
             step = runner.iter + 1
             if self.bar is not None:
                 self.bar.update(1)
             if steps["log"] and step % steps["log"] == 0:
                 means = {k: sum(v) / len(v) for k, v in self.window.items()}
                 self.window = {}
-                self.last_loss = means.get("loss", self.last_loss)
                 lr = runner.optim_wrapper.get_lr()
                 means["learning_rate"] = next(iter(lr.values()))[0] if lr else None
                 self._record(runner, step, means)
@@ -386,7 +387,8 @@ def train(run: Any) -> dict[str, Any]:
         raise
     raise_if_interrupted(run, hook.stop_requested)
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
-    metrics: dict[str, Any] = {"train": {"train_loss": hook.last_loss, "train_runtime": round(time.time() - started, 3),
+    train_loss = sum(hook.losses) / len(hook.losses) if hook.losses else None  # of this process's iterations
+    metrics: dict[str, Any] = {"train": {"train_loss": train_loss, "train_runtime": round(time.time() - started, 3),
                                          "train_iterations": steps["max"]}, **params,
                                "train_batch_size": t.per_device_train_batch_size}
     best = runner.message_hub.get_info("best_ckpt")

@@ -57,6 +57,24 @@ def test_timm_name_trains_reloads_and_predicts(folders: dict[str, str], tmp_path
     assert accuracy == pytest.approx(test["test_accuracy"], abs=1e-6)
 
 
+def test_resume_continues_like_an_uninterrupted_run(folders: dict[str, str], tmp_path: Path) -> None:
+    """3 steps, then resumed to 6 == 6 steps at once (the HF engine restores the data order and RNG)."""
+    from safetensors.torch import load_file
+
+    same = ["--task", "image_classification", "--method", "full", "--model", "resnet10t", "--train", folders["train"],
+            *COMMON, "--set", "task_params.pretrained=false", "--set", "task_params.apply_augmentations=false",
+            "--set", "training.lr_scheduler_type=constant", "--set", "training.per_device_train_batch_size=8",
+            "--set", "training.save_strategy=steps", "--set", "training.save_steps=3", "--set", "training.logging_steps=1"]
+    for out, steps, extra in (("once", 6, []), ("twice", 3, []),
+                              ("twice", 6, ["--set", "training.resume_from_checkpoint=true"])):
+        result = run_adapt("train", *same, "--output", str(tmp_path / out), "--set", f"training.max_steps={steps}",
+                           *extra, timeout=300)
+        assert result.returncode == 0, result
+    assert [r["step"] for r in read_metrics(tmp_path / "twice") if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    once, twice = (load_file(str(tmp_path / out / "model" / "model.safetensors")) for out in ("once", "twice"))
+    assert max(float((once[k].float() - twice[k].float()).abs().max()) for k in once) < 1e-5
+
+
 def test_hf_image_model_folder_multilabel(tmp_path: Path) -> None:
     """A tiny ViT saved with save_pretrained (random weights), multi-label rows in jsonl."""
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor

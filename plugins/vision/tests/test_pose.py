@@ -131,6 +131,9 @@ def test_resume_continues_like_an_uninterrupted_run(coco: dict[str, str], tmp_pa
     _train(coco, tmp_path / "twice", "full", "--set", "training.max_steps=6", *same,
            "--set", "training.resume_from_checkpoint=true")
     assert [r["step"] for r in read_metrics(tmp_path / "twice") if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    losses = [r["loss"] for r in read_metrics(tmp_path / "once") if "loss" in r]
+    train_loss = json.loads((tmp_path / "once" / "metrics.json").read_text())["train"]["train_loss"]
+    assert train_loss == pytest.approx(sum(losses) / len(losses))  # the run's mean loss, as the HF engine reports it
     once = load_file(str(tmp_path / "once" / "model" / "model.safetensors"))
     twice = load_file(str(tmp_path / "twice" / "model" / "model.safetensors"))
     assert max(float((once[k].float() - twice[k].float()).abs().max()) for k in once) < 1e-4
