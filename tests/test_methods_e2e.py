@@ -56,6 +56,23 @@ def test_plan_reports_parameters_memory_and_steps(adapt_cli, bert64, text_data) 
     assert qlora["weights_bytes"] < 0.6 * lora["weights_bytes"], (qlora["weights_bytes"], lora["weights_bytes"])
 
 
+def test_qlora_with_quantized_embeddings_trains_and_reloads(adapt_cli, bert64, text_data, tmp_path) -> None:
+    common = ("--task", "text_classification", "--method", "qlora", "--model", bert64, "--train", text_data["train"],
+              "--set", "method_params.bnb_4bit_compute_dtype=float32", "--set", "training.num_train_epochs=3",
+              "--set", "training.per_device_train_batch_size=16")
+    result = adapt_cli("train", *common, "--validation", text_data["validation"], "--test", text_data["test"],
+                       "--output", "run", "--set", "training.learning_rate=5e-3", "--set", "training.logging_steps=3",
+                       "--set", "method_params.quantize_embeddings=true")
+    assert result.returncode == 0, result
+    assert "quantized 3 embedding table(s) to 4 bit" in result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    losses = [r["loss"] for r in read_metrics(tmp_path / "run") if "loss" in r]
+    assert losses[-1] < losses[0], losses
+    evaluated = adapt_cli("evaluate", "run", "--data", text_data["test"])  # the base is re-quantized on reload
+    assert evaluated.returncode == 0, evaluated
+    assert evaluated.json()["test_loss"] == pytest.approx(metrics["test"]["test_loss"], abs=1e-4)
+
+
 def test_plan_counts_rows_as_the_task_reads_them(adapt_cli, bert64, text_data) -> None:
     # 96 rows: 24 carved off as validation first, then the 72 left are limited to 60 (read_splits' order)
     result = adapt_cli("plan", "--task", "text_classification", "--method", "lora", "--model", bert64,

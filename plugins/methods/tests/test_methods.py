@@ -154,6 +154,29 @@ def test_quantized_forms_train_on_cpu(name: str, bits: int, bert_dir: str) -> No
     assert report["merge_difference"] is None, "a quantized base is saved unmerged"
 
 
+@pytest.mark.parametrize("name", ["qlora", "qssf"])
+def test_quantize_embeddings_stores_frozen_tables_in_4_bit(name: str, bert_dir: str) -> None:
+    from adapt.plan import memory_estimate
+
+    method = BY_NAME[name]
+    plain = method.Params(bnb_4bit_compute_dtype="float32")
+    params = method.Params(bnb_4bit_compute_dtype="float32", quantize_embeddings=True)
+    make = bert_factory(bert_dir, method, params)
+    model = method.apply(make()[0], params, method_run(["classifier"]))
+    tables = {n: type(m).__name__ for n, m in model.named_modules() if n.endswith("_embeddings")}
+    assert tables and set(tables.values()) == {"FrozenEmbedding4bit"}, tables
+    assert not any("_embeddings" in k for k in model.state_dict())  # rebuilt from the base on reload, never saved
+    baseline = method.apply(make()[0], plain, method_run(["classifier"]))
+    assert memory_estimate(model, "adamw_torch")["weights_bytes"] < memory_estimate(baseline, "adamw_torch")["weights_bytes"]
+    report = check_method(method, make, head_modules=["classifier"], params=params)  # trains; adapter reloads exactly
+    assert only(report["trainable"], r"lora_", r"ssf_", r"classifier\.")
+
+
+def test_quantize_embeddings_needs_4_bit() -> None:
+    with pytest.raises(ValueError, match="quantize_embeddings needs load_in_4bit"):
+        BY_NAME["qlora"].Params(load_in_8bit=True, quantize_embeddings=True)
+
+
 def test_quantized_form_quantizes_a_plain_torch_model() -> None:
     method = BY_NAME["qssf"]
     params = method.Params(bnb_4bit_compute_dtype="float32")
