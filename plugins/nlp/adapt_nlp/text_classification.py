@@ -134,12 +134,13 @@ class TextClassification(TextTask):
 
     def compute_metrics(self, run: Any, loaded: LoadedModel) -> Any:
         import numpy as np
-        from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, precision_score, recall_score
 
         multi = loaded.meta["problem_type"] == "multi_label"
         n = len(loaded.meta["labels"])
 
         def compute(prediction: Any) -> dict[str, float]:
+            # imported at the first evaluation: a run without one skips scikit-learn's import (~1 s)
+            from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, precision_score, recall_score
             logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
             labels = prediction.label_ids
             if multi:

@@ -129,11 +129,10 @@ class TokenClassification(TextTask):
         return truth, guess
 
     def compute_metrics(self, run: Any, loaded: LoadedModel) -> Any:
-        from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
-
         names, pos = loaded.meta["labels"], run.task_params.subtask == "pos"
 
         def compute(prediction: Any) -> dict[str, float]:
+            from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
             logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
             truth, guess = self._tag_lists(logits, prediction.label_ids, names)
             if pos:  # plain tags: token-level scores

@@ -207,11 +207,12 @@ class ImageClassification(Task):
 
     def compute_metrics(self, run: Any, loaded: LoadedModel) -> Any:
         import numpy as np
-        from sklearn.metrics import accuracy_score, f1_score, jaccard_score, precision_score, recall_score
 
         n = len(loaded.meta["labels"])
 
         def compute(prediction: Any) -> dict[str, float]:
+            # imported at the first evaluation: a run without one skips scikit-learn's import (~1 s)
+            from sklearn.metrics import accuracy_score, f1_score, jaccard_score, precision_score, recall_score
             logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
             truth = prediction.label_ids
             if self.multi_label:
