@@ -173,8 +173,7 @@ def quantize_linears(model: Any, params: QuantizationParams, skip: list[str]) ->
         if bias:
             new.bias = torch.nn.Parameter(module.bias.data.clone(), requires_grad=False)
         new = new.to(weight.device)  # bitsandbytes quantizes on the move to a device
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+        model.set_submodule(name, new)
         replaced += 1
     if narrow:
         log.info("kept %d Linear layer(s) in full precision: 4 bit needs in_features divisible by 64 and "
@@ -213,8 +212,7 @@ def quantize_embeddings(model: Any, params: QuantizationParams, keep: list[str])
         new.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type=params.bnb_4bit_quant_type, module=new)
         new.padding_idx = module.padding_idx
         new = new.to(weight.device)  # quantized on the move, as the Linear layers
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+        model.set_submodule(name, new)
         replaced += 1
     return replaced
 
