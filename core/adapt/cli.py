@@ -92,6 +92,8 @@ def train(config: ConfigOption = None, task: TaskOption = None, method: MethodOp
     run = resolve(cfg, source=source, purpose="train")
     with _results_to_stdout():
         metrics = run_train(run)
+    if run.launched:  # a distributed worker: the launching command prints the result
+        return
     summary = {k: metrics[k] for k in ("test", "validation") if k in metrics}
     typer.echo(json.dumps({"output": str(run.output_dir), **summary}, indent=2, default=str))
 

@@ -65,6 +65,11 @@ class Run:
         return self.rank == 0
 
     @property
+    def launched(self) -> bool:
+        """A worker process started by a distributed backend's launcher."""
+        return bool(os.environ.get(LAUNCHED_ENV))
+
+    @property
     def training(self):  # noqa: ANN201 - shorthand for config.training
         return self.config.training
 
@@ -115,7 +120,7 @@ def resolve(config: RunConfig, registry: Registry | None = None, source: str | N
                                        f"backend {backend.name}", source),
         output_dir=config.output_dir(), registry=registry, source=source,
     )
-    if os.environ.get(LAUNCHED_ENV):  # a worker started by a distributed backend's launcher
+    if run.launched:
         run.rank, run.world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     _check_combinations(run, purpose)
     return run
@@ -171,7 +176,7 @@ def check_output(run: Run) -> None:
 def prepare_output(run: Run) -> None:
     """Create the run folder (checked first, unless a launcher checked it before starting this
     worker) and record the resolved config and the status."""
-    if not os.environ.get(LAUNCHED_ENV):
+    if not run.launched:
         check_output(run)
     run.output_dir.mkdir(parents=True, exist_ok=True)
     if run.is_main_process:
@@ -247,6 +252,8 @@ def setup_logging(run: Run | None = None, level: int = logging.INFO) -> logging.
         stream._adapt = True  # type: ignore[attr-defined]
         logger.addHandler(stream)
     if run is not None:
+        if run.rank:  # the other ranks' progress is rank 0's: on the terminal, only their warnings
+            next(h for h in logger.handlers if getattr(h, "_adapt", False)).setLevel(logging.WARNING)
         name = "train.log" if run.rank == 0 else f"train.rank{run.rank}.log"
         file_handler = logging.FileHandler(run.path(name), encoding="utf-8")
         file_handler.setFormatter(fmt)
@@ -335,7 +342,7 @@ def train(run: Run) -> dict[str, Any]:
 
 def new_folder(run: Run) -> bool:
     """Whether this run starts a new folder (one it may remove if bad input stops it early)."""
-    if os.environ.get(LAUNCHED_ENV):
+    if run.launched:
         return os.environ[LAUNCHED_ENV] == "new"
     return not run.output_dir.exists() or not any(run.output_dir.iterdir())
 

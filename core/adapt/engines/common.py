@@ -44,6 +44,23 @@ def stop_on_signals(target: Any) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def stop_everywhere(target: Any) -> None:
+    """In a distributed run, a stop asked of any worker becomes every worker's at the same step:
+    saving is collective under DeepSpeed, and a worker stopping alone would leave the others
+    waiting for it. Called after each step (one one-number all-reduce)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    import torch
+
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    flag = torch.tensor([signal.Signals[target.stop_requested] if target.stop_requested else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() and not target.stop_requested:
+        target.stop_requested = signal.Signals(int(flag.item())).name
+
+
 def raise_if_interrupted(run: Run, stop_requested: str | None) -> None:
     """After training: a stop that a signal asked for is recorded and reported, with how to resume."""
     if stop_requested:

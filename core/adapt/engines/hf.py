@@ -24,7 +24,14 @@ from transformers import (
 from transformers.trainer_callback import ProgressCallback
 
 from adapt.config import TrainingConfig
-from adapt.engines.common import data_splits, finish, log_effective_batch, raise_if_interrupted, stop_on_signals
+from adapt.engines.common import (
+    data_splits,
+    finish,
+    log_effective_batch,
+    raise_if_interrupted,
+    stop_everywhere,
+    stop_on_signals,
+)
 from adapt.errors import ConfigError, StorageError
 from adapt.run import Run, load_for_training, steps_per_epoch
 from adapt.saving import load_run_model
@@ -149,6 +156,7 @@ class RunCallback(TrainerCallback):
                                  step=state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        stop_everywhere(self)
         if self.stop_requested:
             control.should_save = True
             control.should_training_stop = True

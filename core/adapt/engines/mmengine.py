@@ -169,7 +169,7 @@ def runner_config(run: Any, loaded: Any, data: dict[str, dict[str, Any]], steps:
     p = run.task_params
     validation = data.get("validation")
     metric = t.metric_for_best_model.removeprefix("eval_")
-    checkpoint: dict[str, Any] = {"type": "CheckpointHook", "by_epoch": False, "interval": steps["save"] or steps["max"] + 1,
+    checkpoint: dict[str, Any] = {"type": _checkpoint_hook(), "by_epoch": False, "interval": steps["save"] or steps["max"] + 1,
                                   "max_keep_ckpts": t.save_total_limit, "save_last": steps["save"] > 0,
                                   "save_optimizer": True, "save_param_scheduler": True}
     if steps["eval"] and steps["save"]:
@@ -208,13 +208,38 @@ def runner_config(run: Any, loaded: Any, data: dict[str, dict[str, Any]], steps:
     if t.resume_from_checkpoint:
         cfg["resume"] = True
         if isinstance(t.resume_from_checkpoint, str):
-            if not Path(t.resume_from_checkpoint).is_file():
-                raise ConfigError(f"training.resume_from_checkpoint: {t.resume_from_checkpoint} is not a checkpoint "
-                                  "file (MMEngine tasks: a checkpoints/iter_N.pth of this run, or true for the latest)")
+            path = Path(t.resume_from_checkpoint)
+            if not (path.is_file() or any(path.glob("*model_states.pt"))):  # a file, or a DeepSpeed folder
+                raise ConfigError(f"training.resume_from_checkpoint: {path} is not a checkpoint (MMEngine tasks: a "
+                                  "checkpoints/iter_N.pth of this run, a folder under deepspeed, or true for the latest)")
             cfg["load_from"] = t.resume_from_checkpoint
     cfg.update(run.task.engine_settings(run, loaded))
     cfg.update(run.backend.engine_settings("mmengine", run))
     return cfg
+
+
+def _checkpoint_hook() -> str:
+    """The name of MMEngine's CheckpointHook with one fix, registered once. After a new best
+    score MMEngine saves the last checkpoint again, from after the iteration, and the runner then
+    records the next iteration in it (it adds one for saves made during an iteration): a run
+    resumed from it would skip an iteration. The re-save here records the iteration it is."""
+    from mmengine.hooks import CheckpointHook
+    from mmengine.registry import HOOKS
+
+    name = "AdaptCheckpointHook"
+    if name not in HOOKS.module_dict:
+
+        @HOOKS.register_module(name=name)
+        class AdaptCheckpointHook(CheckpointHook):
+            def _save_checkpoint_with_step(self, runner: Any, step: int, meta: dict[str, Any]) -> None:
+                after_iteration = not self.by_epoch and runner.iter == step  # the re-save after a new best
+                runner.train_loop._iter -= after_iteration  # noqa: SLF001 - what runner.save_checkpoint reads
+                try:
+                    super()._save_checkpoint_with_step(runner, step, meta)
+                finally:
+                    runner.train_loop._iter += after_iteration  # noqa: SLF001
+
+    return name
 
 
 def _run_hook(run: Any, steps: dict[str, int]) -> Any:
@@ -222,6 +247,8 @@ def _run_hook(run: Any, steps: dict[str, int]) -> Any:
     metrics.jsonl, tells the plugins, shows progress and stops cleanly on SIGTERM / Ctrl-C."""
     from mmengine.hooks import Hook
     from tqdm.auto import tqdm
+
+    from adapt.engines.common import stop_everywhere
 
     class RunHook(Hook):
         priority = "LOW"
@@ -232,11 +259,23 @@ def _run_hook(run: Any, steps: dict[str, int]) -> Any:
             self.bar: Any = None
             self.losses: list[float] = []  # every iteration's, for train_loss (the run's mean, as HF's)
             self.training = False
+            self.rng_before_val: dict[str, Any] | None = None
 
         def before_train(self, runner: Any) -> None:
             self.training = True
             if run.is_main_process:
                 self.bar = tqdm(total=steps["max"], initial=runner.iter, desc="train", unit="it", file=sys.stderr)
+            if runner.iter:  # resumed: random state as it was after that iteration, see _RandomState
+                _RandomState(runner).restore_before_next_batch(runner)
+
+        def before_val(self, runner: Any) -> None:
+            if self.training:  # evaluating never moves the training's random stream (the DataLoader draws a seed)
+                self.rng_before_val = _RandomState.get()
+
+        def after_val(self, runner: Any) -> None:
+            if self.rng_before_val is not None:
+                _RandomState.set(self.rng_before_val)
+                self.rng_before_val = None
 
         def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
             for key, value in (outputs or {}).items():
@@ -252,8 +291,11 @@ def _run_hook(run: Any, steps: dict[str, int]) -> Any:
                 lr = runner.optim_wrapper.get_lr()
                 means["learning_rate"] = next(iter(lr.values()))[0] if lr else None
                 self._record(runner, step, means)
+            stop_everywhere(self)
+            if self.stop_requested or (steps["save"] and (step % steps["save"] == 0 or step == steps["max"])):
+                _RandomState(runner).save(step)  # before the CheckpointHook (lower priority) writes iter_<step>
             if self.stop_requested:
-                checkpoint_hook = next(h for h in runner.hooks if type(h).__name__ == "CheckpointHook")
+                checkpoint_hook = next(h for h in runner.hooks if type(h).__name__ == _checkpoint_hook())
                 checkpoint_hook._save_checkpoint(runner)  # noqa: SLF001 - MMEngine's own save + last_checkpoint
                 runner.train_loop.stop_training = True
 
@@ -263,6 +305,7 @@ def _run_hook(run: Any, steps: dict[str, int]) -> Any:
 
         def after_train(self, runner: Any) -> None:
             self.training = False
+            _RandomState(runner).prune()
             if self.bar is not None:
                 self.bar.close()
 
@@ -277,6 +320,90 @@ def _run_hook(run: Any, steps: dict[str, int]) -> Any:
             run.registry.notify("adapt_metrics_logged", run=run, metrics=dict(values), step=step)
 
     return RunHook()
+
+
+class _RandomState:
+    """Each rank's random state (python, numpy, torch) at a checkpoint, which MMEngine checkpoints
+    do not hold, so that a resumed run draws what an uninterrupted one would (dropout, RoI
+    samplers, augmentations): written beside the checkpoints as rng_state/iter_<N>.rank<R>.pth,
+    and restored just before the first new batch is read (after MMEngine skips the trained ones)."""
+
+    def __init__(self, runner: Any) -> None:
+        from mmengine.dist import get_rank
+
+        self.folder, self.rank = Path(runner.work_dir) / "rng_state", get_rank()
+
+    @staticmethod
+    def get() -> dict[str, Any]:
+        import random
+
+        import numpy as np
+        import torch
+
+        name, keys, *rest = np.random.get_state()
+        return {"python": random.getstate(), "numpy": [name, keys.tolist(), *rest], "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    @staticmethod
+    def set(state: dict[str, Any]) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        random.setstate(state["python"])
+        name, keys, *rest = state["numpy"]
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+    def file(self, step: int) -> Path:
+        return self.folder / f"iter_{step}.rank{self.rank}.pth"
+
+    def save(self, step: int) -> None:
+        """Write this rank's state for iteration ``step`` (atomically), and drop the states of
+        checkpoints that save_total_limit has removed."""
+        import os
+
+        import torch
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        partial = self.file(step).with_suffix(".partial")
+        torch.save(self.get(), partial)
+        os.replace(partial, self.file(step))
+        self.prune(keep=self.file(step))
+
+    def prune(self, keep: Path | None = None) -> None:
+        """Drop this rank's states whose checkpoint is gone (save_total_limit removed it)."""
+        for old in self.folder.glob(f"iter_*.rank{self.rank}.pth"):
+            if old != keep and not (self.folder.parent / old.name.split(".")[0]).with_suffix(".pth").exists():
+                old.unlink(missing_ok=True)
+
+    def restore_before_next_batch(self, runner: Any) -> None:
+        """Restore the state of iteration ``runner.iter`` when the loop reads its next new batch
+        (a checkpoint written before this existed has none: the run continues without it)."""
+        import torch
+
+        file = self.file(runner.iter)
+        if not file.is_file():
+            log.debug("no random state for iteration %d (%s): continuing without it", runner.iter, file)
+            return
+        state = torch.load(file, weights_only=True)
+        loop, skip = runner.train_loop, runner.iter
+
+        class Restoring:
+            def __init__(self, inner: Any) -> None:
+                self.inner, self.calls = inner, 0
+
+            def __next__(self) -> Any:
+                if self.calls == skip:
+                    _RandomState.set(state)
+                    loop.dataloader_iterator = self.inner
+                self.calls += 1
+                return next(self.inner)
+
+        loop.dataloader_iterator = Restoring(loop.dataloader_iterator)
 
 
 @contextmanager
@@ -326,8 +453,13 @@ def _distributed(cfg: dict[str, Any]) -> None:
 
 def _runner(run: Any, loaded: Any, cfg: dict[str, Any]) -> Any:
     from mmengine.logging import MMLogger
-    from mmengine.runner import Runner
+    from mmengine.runner import FlexibleRunner, Runner
 
+    if "strategy" in cfg:  # a backend's strategy (DeepSpeed): it owns the optimizer step, clipping, accumulation
+        cfg["optim_wrapper"] = {"type": "DeepSpeedOptimWrapper", "optimizer": cfg["optim_wrapper"]["optimizer"]}
+        runner = FlexibleRunner(model=loaded.model, **cfg)
+        MMLogger.get_current_instance().addFilter(_drop_known_notices)
+        return runner
     _distributed(cfg)
     wrapper = cfg.pop("model_wrapper_cfg", None)  # read by the Runner from its `cfg`
     runner = Runner(model=loaded.model, **cfg, **({"cfg": {"model_wrapper_cfg": wrapper}} if wrapper else {}))
@@ -399,7 +531,10 @@ def train(run: Any) -> dict[str, Any]:
         barrier()  # rank 0 writes it; the others wait until it is there
 
         with checkpoint_globals():
-            load_checkpoint(model, best, map_location="cpu", logger="silent")
+            if Path(best).is_dir():  # a DeepSpeed folder (ZeRO-3 weights are sharded): the strategy reads it
+                runner.load_checkpoint(best)
+            else:
+                load_checkpoint(model, best, map_location="cpu", logger="silent")
         metrics["best_checkpoint"] = best
         metrics["best_metric"] = runner.message_hub.get_info("best_score")
     with library_prints_to_debug_log():

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from adapt import Backend, ConfigError
 from pydantic import Field
 
-from adapt_backends.launch import LaunchParams, hf_ddp_settings, in_worker, mmengine_ddp_settings, relaunch
+from adapt_backends.launch import LaunchParams, hf_ddp_settings, mmengine_ddp_settings, relaunch
 
 
 class _Launched(Backend):
@@ -20,7 +20,7 @@ class _Launched(Backend):
     engines: tuple[str, ...] = ("hf",)  # the engines this backend can drive
 
     def launch(self, run_in_worker: Callable[[], Any], run: Any) -> Any:
-        if in_worker():
+        if run.launched:
             return run_in_worker()
         self._check_engine(run.task.engine, run)
         self.check(run)
@@ -35,7 +35,7 @@ class _Launched(Backend):
     def _check_engine(self, engine: str, run: Any) -> None:
         if engine not in self.engines:
             raise ConfigError(f"backend {self.name} does not drive the {engine} engine of task {run.task.name} yet "
-                              "(MMEngine tasks: use backend ddp)")
+                              "(MMEngine tasks: use backend ddp or deepspeed)")
 
     def engine_settings(self, engine: str, run: Any) -> dict[str, Any]:
         self._check_engine(engine, run)
@@ -155,6 +155,7 @@ class DeepSpeedBackend(_Launched):
     name = "deepspeed"
     description = "DeepSpeed ZeRO stage 2 or 3 (shipped configs, or your own), launched through torchrun."
     Params = DeepSpeedParams
+    engines = ("hf", "mmengine")
 
     def _config(self, run: Any) -> dict[str, Any]:
         p = run.backend_params
@@ -176,6 +177,10 @@ class DeepSpeedBackend(_Launched):
                               "use deepspeed_stage: 2, or backend ddp")
 
     def engine_settings(self, engine: str, run: Any) -> dict[str, Any]:
+        if engine == "mmengine":
+            from adapt_backends import mmengine_deepspeed
+
+            return mmengine_deepspeed.settings(self._config(run), run)
         settings = super().engine_settings(engine, run)
         settings["deepspeed"] = self._config(run)
         return settings

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -46,10 +47,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def in_worker() -> bool:
-    return bool(os.environ.get(LAUNCHED_ENV))
-
-
 def torchrun_args(p: LaunchParams, config_path: str) -> list[str]:
     port = p.master_port or (_free_port() if p.num_nodes == 1 else 29500)
     args = ["--nproc_per_node", str(p.nproc_per_node), "--nnodes", str(p.num_nodes), "--max_restarts", "0",
@@ -83,6 +80,7 @@ def relaunch(run: Any, params: LaunchParams) -> dict[str, Any]:
     """Start the workers under torchrun and wait for them; return rank 0's metrics."""
     import json
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser
     from torch.distributed.run import run as torchrun
@@ -103,6 +101,9 @@ def relaunch(run: Any, params: LaunchParams) -> dict[str, Any]:
     try:
         with _workers_print_to_stderr():
             torchrun(get_args_parser().parse_args(arguments))
+    except SignalException as exc:  # torchrun passed the signal on and waited (30 s at most) for the workers to save
+        raise RunInterrupted(f"stopped by {signal.Signals(exc.sigval).name}; the last checkpoint is in "
+                             f"{run.path('checkpoints')}; continue with --set training.resume_from_checkpoint=true") from None
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         code = failure.exitcode
