@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
-START = time.perf_counter()
-
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from datasets import load_dataset  # noqa: E402
-from peft import LoraConfig, get_peft_model  # noqa: E402
-from transformers import (  # noqa: E402
+import torch
+import transformers
+from datasets import load_dataset
+from peft import LoraConfig, get_peft_model
+from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
@@ -56,8 +53,7 @@ def main() -> None:
     merged = trainer.model.merge_and_unload()
     merged.save_pretrained(f"{output}/model")
     tokenizer.save_pretrained(f"{output}/model")
-    print("RESULT " + json.dumps({"train_loss": result.training_loss, "train_runtime": result.metrics["train_runtime"],
-                                  "process_seconds": time.perf_counter() - START}))
+    print("RESULT " + json.dumps({"train_loss": result.training_loss, "train_runtime": result.metrics["train_runtime"]}))
 
 
 if __name__ == "__main__":
