@@ -304,7 +304,10 @@ def _run_hook(run: Any, steps: dict[str, int]) -> Any:
                 self._record(runner, runner.iter, {f"eval_{k}": v for k, v in (metrics or {}).items()})
 
         def after_train(self, runner: Any) -> None:
+            from mmengine.dist import barrier
+
             self.training = False
+            barrier()  # rank 0 may still be writing the last checkpoint: the others' states for it are not orphans
             _RandomState(runner).prune()
             if self.bar is not None:
                 self.bar.close()

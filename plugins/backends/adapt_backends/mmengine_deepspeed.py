@@ -36,7 +36,7 @@ def settings(config: dict[str, Any], run: Any) -> dict[str, Any]:
     import torch
 
     register()
-    t, world = run.training, int(__import__("os").environ.get("WORLD_SIZE", "1"))
+    t, world = run.training, run.world_size
     filled = {k: v for k, v in config.items() if k not in ("optimizer", "scheduler")}  # MMEngine builds both
     autos = {"train_micro_batch_size_per_gpu": t.per_device_train_batch_size,
              "gradient_accumulation_steps": t.gradient_accumulation_steps,
