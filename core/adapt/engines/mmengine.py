@@ -458,8 +458,10 @@ def _runner(run: Any, loaded: Any, cfg: dict[str, Any]) -> Any:
     from mmengine.logging import MMLogger
     from mmengine.runner import FlexibleRunner, Runner
 
-    if "strategy" in cfg:  # a backend's strategy (DeepSpeed): it owns the optimizer step, clipping, accumulation
-        cfg["optim_wrapper"] = {"type": "DeepSpeedOptimWrapper", "optimizer": cfg["optim_wrapper"]["optimizer"]}
+    if "strategy" in cfg:  # a backend's strategy (DeepSpeed, FSDP): MMEngine's FlexibleRunner
+        wrapper_type = cfg.pop("optim_wrapper_type", None)  # e.g. DeepSpeed's: it owns the step, clipping, accumulation
+        if wrapper_type:
+            cfg["optim_wrapper"] = {"type": wrapper_type, "optimizer": cfg["optim_wrapper"]["optimizer"]}
         runner = FlexibleRunner(model=loaded.model, **cfg)
         MMLogger.get_current_instance().addFilter(_drop_known_notices)
         return runner
@@ -534,7 +536,7 @@ def train(run: Any) -> dict[str, Any]:
         barrier()  # rank 0 writes it; the others wait until it is there
 
         with checkpoint_globals():
-            if Path(best).is_dir():  # a DeepSpeed folder (ZeRO-3 weights are sharded): the strategy reads it
+            if "strategy" in cfg:  # a backend's strategy (DeepSpeed, FSDP) reads its own checkpoints into its model
                 runner.load_checkpoint(best)
             else:
                 load_checkpoint(model, best, map_location="cpu", logger="silent")

@@ -35,7 +35,7 @@ class _Launched(Backend):
     def _check_engine(self, engine: str, run: Any) -> None:
         if engine not in self.engines:
             raise ConfigError(f"backend {self.name} does not drive the {engine} engine of task {run.task.name} yet "
-                              "(MMEngine tasks: use backend ddp or deepspeed)")
+                              "(MMEngine tasks: use backend ddp, deepspeed or fsdp)")
 
     def engine_settings(self, engine: str, run: Any) -> dict[str, Any]:
         self._check_engine(engine, run)
@@ -66,28 +66,33 @@ class FSDPParams(LaunchParams):
     sharding_strategy: Literal["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"] = Field(
         "FULL_SHARD", description="What is sharded: FULL_SHARD (weights, gradients, optimizer state), SHARD_GRAD_OP, NO_SHARD, HYBRID_SHARD.")
     auto_wrap_policy: Literal["TRANSFORMER_BASED_WRAP", "SIZE_BASED_WRAP", "NO_WRAP"] = Field(
-        "TRANSFORMER_BASED_WRAP", description="How the model is split into FSDP units.")
+        "TRANSFORMER_BASED_WRAP", description="How the model is split into FSDP units (MMEngine tasks: the whole model is one unit; SIZE_BASED_WRAP is refused there).")
     transformer_layer_cls_to_wrap: list[str] | None = Field(None, description="Layer classes wrapped as units (None: the model's _no_split_modules).")
     min_num_params: int = Field(100_000_000, ge=0, description="SIZE_BASED_WRAP: parameters per unit.")
-    backward_prefetch: Literal["BACKWARD_PRE", "BACKWARD_POST", "NO_PREFETCH"] = Field("BACKWARD_PRE", description="FSDP1 name; FSDP2 (transformers 5) always prefetches in backward: only BACKWARD_PRE is accepted.")
-    forward_prefetch: bool = Field(False, description="FSDP1 name; FSDP2 prefetches implicitly: only false is accepted.")
-    cpu_ram_efficient_loading: bool = Field(False, description="Load the pretrained weights on rank 0 only.")
+    backward_prefetch: Literal["BACKWARD_PRE", "BACKWARD_POST", "NO_PREFETCH"] = Field("BACKWARD_PRE", description="FSDP1: applied on MMEngine tasks; HF tasks run FSDP2 (transformers 5), which always prefetches in backward: only BACKWARD_PRE is accepted there.")
+    forward_prefetch: bool = Field(False, description="FSDP1: applied on MMEngine tasks; FSDP2 (HF tasks) prefetches implicitly: only false is accepted there.")
+    cpu_ram_efficient_loading: bool = Field(False, description="Load the pretrained weights on rank 0 only (HF tasks; MMEngine tasks load them on every rank: only false is accepted there).")
     offload_params: bool = Field(False, description="Keep parameters and gradients in CPU memory.")
     state_dict_type: Literal["FULL_STATE_DICT", "SHARDED_STATE_DICT"] = Field("FULL_STATE_DICT", description="Checkpoint format.")
-    sync_module_states: bool = Field(True, description="FSDP1 name; FSDP2 ranks all load the same weights (or use cpu_ram_efficient_loading): only true is accepted.")
-    use_orig_params: bool = Field(True, description="FSDP1 name; FSDP2 always keeps the original parameters: only true is accepted.")
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="FSDP1 name; FSDP2 follows training.precision: only no is accepted.")
+    sync_module_states: bool = Field(True, description="FSDP1: applied on MMEngine tasks on GPUs (on the CPU every rank loads the same weights); FSDP2 (HF tasks): only true is accepted.")
+    use_orig_params: bool = Field(True, description="FSDP1 name; adapt trains part of the model and reads the original parameters: only true is accepted.")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="FSDP1: parameter, reduction and buffer dtype on MMEngine tasks; FSDP2 (HF tasks) follows training.precision: only no is accepted there.")
 
 
 class FSDPBackend(_Launched):
     name = "fsdp"
     description = "Fully sharded data parallel: weights, gradients and optimizer state sharded across processes (torchrun)."
     Params = FSDPParams
+    engines = ("hf", "mmengine")
 
     def check(self, run: Any) -> None:
         import torch
 
-        if not torch.cuda.is_available():
+        if run.task.engine == "mmengine":
+            from adapt_backends.mmengine_strategies import check_fsdp
+
+            check_fsdp(run)
+        elif not torch.cuda.is_available():
             # measured with torch 2.14 / transformers 5.23 / accelerate 1.15: on CPU the run completes but the
             # model is never sharded (accelerate runs it as plain multi-CPU data parallel), so refuse
             raise ConfigError("backend fsdp needs CUDA GPUs: on the CPU, accelerate does not shard the model "
@@ -97,6 +102,10 @@ class FSDPBackend(_Launched):
             raise ConfigError("training.auto_find_batch_size does not work with backend fsdp; set the batch size")
 
     def engine_settings(self, engine: str, run: Any) -> dict[str, Any]:
+        if engine == "mmengine":  # MMEngine's FSDPStrategy: torch's FSDP1, on GPUs or the CPU (gloo)
+            from adapt_backends.mmengine_strategies import fsdp_settings
+
+            return fsdp_settings(run)
         settings = super().engine_settings(engine, run)
         p = run.backend_params
         # transformers 5 runs FSDP2 (fully_shard); FSDP1's knobs below have no FSDP2 counterpart
@@ -129,8 +138,19 @@ class FSDPBackend(_Launched):
 
 @contextmanager
 def _unsharded(model: Any) -> Iterator[None]:
-    """FSDP2: every rank all-gathers each sharded unit (fully_shard modules) for saving."""
+    """FSDP2: every rank all-gathers each sharded unit (fully_shard modules) for saving. FSDP1
+    (MMEngine's strategy wraps the model): the root wrapper's full parameters, summoned."""
     from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP1
+
+    from adapt_backends.mmengine_strategies import ROOTS
+
+    if model in ROOTS:
+        with FSDP1.summon_full_params(ROOTS[model], writeback=False):
+            for param in model.parameters():  # own storage: views of one flat buffer cannot be saved as safetensors
+                param.data = param.data.clone()
+            yield  # FSDP points the parameters back at their shards on leaving
+        return
 
     units = [m for m in model.modules() if isinstance(m, FSDPModule)]
     for unit in units:
@@ -178,9 +198,9 @@ class DeepSpeedBackend(_Launched):
 
     def engine_settings(self, engine: str, run: Any) -> dict[str, Any]:
         if engine == "mmengine":
-            from adapt_backends import mmengine_deepspeed
+            from adapt_backends.mmengine_strategies import deepspeed_settings
 
-            return mmengine_deepspeed.settings(self._config(run), run)
+            return deepspeed_settings(self._config(run), run)
         settings = super().engine_settings(engine, run)
         settings["deepspeed"] = self._config(run)
         return settings

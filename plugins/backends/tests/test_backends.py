@@ -1,6 +1,7 @@
 """adapt-backends on this CPU machine (gloo): DDP matches one process, two "nodes" meet through
 c10d, DeepSpeed ZeRO-2 / ZeRO-3 train and save reloadable models, a failing rank stops the job,
-and combinations that cannot work are refused before any worker starts."""
+and combinations that cannot work are refused before any worker starts. FSDP for HF tasks is
+tested where CUDA GPUs exist (on the CPU it is refused); for MMEngine tasks, in the vision pack."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from adapt.testing import free_port, install_fake_plugin, run_adapt
 from safetensors.torch import load_file
 
@@ -95,6 +97,23 @@ def test_deepspeed_trains_and_saves_a_model_that_reloads(stage: int, processes: 
     assert all(t.numel() > 0 for t in saved.values())  # ZeRO-3's partitioned placeholders never reach a file
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="FSDP for HF tasks needs CUDA GPUs (refused on the CPU)")
+def test_fsdp_trains_on_gpus_and_saves_a_model_that_reloads_on_one_process(tiny_bert_dir, text_data, tmp_path: Path) -> None:
+    processes = min(torch.cuda.device_count(), 2)
+    result = run_adapt(*args(tiny_bert_dir, text_data, "run", "--backend", "fsdp",
+                             "--set", f"backend_params.nproc_per_node={processes}"), cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result
+    run = tmp_path / "run"
+    losses = [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert len(losses) == 3 and all(0 < x < 10 for x in losses), losses
+    trained = json.loads((run / "test_metrics.json").read_text())["test_loss"]
+    evaluated = run_adapt("evaluate", "run", "--data", text_data["test"], cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated
+    assert evaluated.json()["test_loss"] == pytest.approx(trained, abs=1e-3)  # the gathered, full weights were saved
+    saved = load_file(run / "saved" / "safetensors" / "model.safetensors")
+    assert all(t.numel() > 0 for t in saved.values())
+
+
 FAILS_ON_RANK_1 = '''
 import os
 from adapt import Method, ModelError, hookimpl
@@ -129,7 +148,8 @@ def test_a_failing_rank_stops_the_job_with_its_error(tiny_bert_dir, text_data, t
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--backend", "fsdp"], "backend fsdp needs CUDA GPUs"),
+    pytest.param(["--backend", "fsdp"], "backend fsdp needs CUDA GPUs",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="refused on the CPU only")),
     (["--backend", "deepspeed", "--set", "training.auto_find_batch_size=true"], "auto_find_batch_size does not work with backend deepspeed"),
     (["--backend", "deepspeed", "--set", "backend_params.deepspeed_stage=3", "--method", "qlora"], "cannot be sharded by ZeRO-3"),
     (["--backend", "deepspeed", "--set", "backend_params.deepspeed=missing.json"], "backend_params.deepspeed: cannot read missing.json"),
