@@ -39,6 +39,8 @@ class LaunchParams(Params):
     rdzv_endpoint: str | None = Field(None, description="host:port of the c10d rendezvous (default master_addr:master_port).")
     rdzv_id: str = Field("adapt", description="Job id shared by every node of one c10d rendezvous.")
     dist_backend: str | None = Field(None, pattern="^(nccl|gloo)$", description="Communication backend (None: nccl on GPUs, gloo on CPU).")
+    shutdown_timeout: int = Field(120, ge=1, description="Seconds the workers get, after a stop signal (SIGTERM, Ctrl-C), to save "
+                                  "their checkpoint before torchrun kills them (torchrun's --shutdown-timeout; its own default is 30).")
 
 
 def _free_port() -> int:
@@ -50,7 +52,7 @@ def _free_port() -> int:
 def torchrun_args(p: LaunchParams, config_path: str) -> list[str]:
     port = p.master_port or (_free_port() if p.num_nodes == 1 else 29500)
     args = ["--nproc_per_node", str(p.nproc_per_node), "--nnodes", str(p.num_nodes), "--max_restarts", "0",
-            "--rdzv_backend", p.rdzv_backend]
+            "--rdzv_backend", p.rdzv_backend, "--shutdown-timeout", str(p.shutdown_timeout)]
     if p.rdzv_backend == "static":
         if p.node_rank >= p.num_nodes:
             raise ConfigError(f"backend_params.node_rank: {p.node_rank} is not below num_nodes ({p.num_nodes})")
@@ -101,7 +103,7 @@ def relaunch(run: Any, params: LaunchParams) -> dict[str, Any]:
     try:
         with _workers_print_to_stderr():
             torchrun(get_args_parser().parse_args(arguments))
-    except SignalException as exc:  # torchrun passed the signal on and waited (30 s at most) for the workers to save
+    except SignalException as exc:  # torchrun passed the signal on and waited (shutdown_timeout) for the workers to save
         raise RunInterrupted(f"stopped by {signal.Signals(exc.sigval).name}; the last checkpoint is in "
                              f"{run.path('checkpoints')}; continue with --set training.resume_from_checkpoint=true") from None
     except ChildFailedError as exc:

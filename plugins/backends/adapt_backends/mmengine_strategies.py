@@ -27,6 +27,26 @@ def _join(backend: str) -> None:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def _sync_buffers_like_ddp(wrapped: Any) -> None:
+    """FSDP leaves buffers (BatchNorm's running statistics) to each rank, so each rank's drift with
+    its own batches and the evaluation's predictions depend on the rank. DDP broadcasts rank 0's
+    buffers before every training forward: do the same, so fsdp trains and evaluates as ddp does."""
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.utils import _sync_params_and_buffers
+
+    if dist.get_world_size() == 1 or next(wrapped.buffers(), None) is None:
+        return
+    group = dist.distributed_c10d._get_default_group()
+
+    def before_forward(module: Any, _args: Any) -> None:
+        if module.training and torch.is_grad_enabled():
+            # read each time: FSDP's mixed precision may replace buffers by cast copies; DDP's default bucket size
+            _sync_params_and_buffers(group, [b.detach() for b in module.buffers()], 250 * 2**20, 0)
+
+    wrapped.register_forward_pre_hook(before_forward)
+
+
 def register() -> None:
     """Register both strategies with MMEngine (once). mmengine 0.10.7 registers DeepSpeed's
     one-bit optimizers from a module DeepSpeed 0.19 no longer has, which would fail every
@@ -70,6 +90,7 @@ def register() -> None:
             total = sum(p.numel() for p in model.parameters())
             wrapped = super()._wrap_model(model)
             ROOTS[model] = wrapped
+            _sync_buffers_like_ddp(wrapped)
             held = sum(p.numel() for p in wrapped.parameters())  # this rank's shards (use_orig_params: views)
             log.info("fsdp: %d FSDP unit(s); this rank holds %s of %s parameters",
                      len(FullyShardedDataParallel.fsdp_modules(wrapped)), f"{held:,}", f"{total:,}")

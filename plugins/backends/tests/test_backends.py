@@ -170,3 +170,15 @@ def test_azure_ml_launch_names_are_accepted(tiny_bert_dir, text_data, tmp_path: 
                                 "data": {"train": text_data["train"]},
                                 "backend_params": {"number_of_gpu_to_use_finetuning": 4, "num_nodes_finetune": 2}}))
     assert (run.backend_params.nproc_per_node, run.backend_params.num_nodes) == (4, 2)
+
+
+def test_launch_settings_reach_torchrun_as_its_own_options() -> None:
+    from adapt_backends.launch import LaunchParams, torchrun_args
+    from torch.distributed.run import get_args_parser
+
+    params = LaunchParams(nproc_per_node=3, num_nodes=2, node_rank=1, master_addr="10.0.0.1", master_port=1234,
+                          shutdown_timeout=300)
+    parsed = get_args_parser().parse_args(torchrun_args(params, "run.yaml"))
+    assert (parsed.nproc_per_node, parsed.nnodes, parsed.node_rank) == ("3", "2", 1)
+    assert (parsed.master_addr, parsed.master_port, parsed.shutdown_timeout) == ("10.0.0.1", 1234, 300)
+    assert parsed.training_script_args[-2:] == ["--config", "run.yaml"] and parsed.max_restarts == 0

@@ -346,8 +346,8 @@ def test_fsdp_refuses_what_mmengine_tasks_cannot_use_before_starting(coco: dict[
 def test_fsdp_trains_a_detector_as_ddp_does_and_resumes(coco: dict[str, str], tmp_path: Path) -> None:
     """fsdp drives MMEngine tasks on the CPU (torch's FSDP with gloo, through MMEngine's strategy):
     each of 2 workers holds half the parameters; 4 iterations, then resumed to 8, end with the
-    weights of 8 iterations under ddp (the same data parallel training, unsharded); the saved model
-    evaluates in one process."""
+    weights and evaluations of 8 iterations under ddp (the same data parallel training, unsharded);
+    the saved model evaluates in one process."""
     pytest.importorskip("adapt_backends")
     args = ["train", "--task", "object_detection", "--method", "lora", "--model", TINY, "--train", coco["train"],
             "--validation", coco["val"], "--set", "backend_params.nproc_per_node=2",
@@ -368,6 +368,8 @@ def test_fsdp_trains_a_detector_as_ddp_does_and_resumes(coco: dict[str, str], tm
                         "--set", "training.resume_from_checkpoint=true", timeout=500)
     assert resumed.returncode == 0, resumed
     assert [r["step"] for r in read_metrics(out) if "loss" in r] == list(range(1, 9))
+    evaluations = [[r for r in read_metrics(run) if "eval_mean_average_precision" in r] for run in (tmp_path / "ddp", out)]
+    assert evaluations[0] == evaluations[1], evaluations  # each rank's BatchNorm statistics as under ddp
     assert _largest_difference(tmp_path / "ddp", out) < 1e-5
     evaluated = run_adapt("evaluate", str(out), "-d", coco["val"])
     assert evaluated.returncode == 0, evaluated
