@@ -427,8 +427,9 @@ def checkpoint_globals() -> Any:
 
 def _distributed(cfg: dict[str, Any]) -> None:
     """A backend asked for ``launcher: pytorch`` (we are a torchrun worker): join the process
-    group here, as MMEngine's own init would select a GPU even on a CPU-only machine, and on the
-    CPU use a DDP wrapper without device ids (MMEngine's always passes the local GPU's)."""
+    group here, for the Runner and a backend's FlexibleRunner strategy alike, as MMEngine's own
+    init would select a GPU even on a CPU-only machine; and on the CPU use a DDP wrapper without
+    device ids (MMEngine's always passes the local GPU's)."""
     import os
 
     import torch
@@ -458,6 +459,7 @@ def _runner(run: Any, loaded: Any, cfg: dict[str, Any]) -> Any:
     from mmengine.logging import MMLogger
     from mmengine.runner import FlexibleRunner, Runner
 
+    _distributed(cfg)
     if "strategy" in cfg:  # a backend's strategy (DeepSpeed, FSDP): MMEngine's FlexibleRunner
         wrapper_type = cfg.pop("optim_wrapper_type", None)  # e.g. DeepSpeed's: it owns the step, clipping, accumulation
         if wrapper_type:
@@ -465,7 +467,6 @@ def _runner(run: Any, loaded: Any, cfg: dict[str, Any]) -> Any:
         runner = FlexibleRunner(model=loaded.model, **cfg)
         MMLogger.get_current_instance().addFilter(_drop_known_notices)
         return runner
-    _distributed(cfg)
     wrapper = cfg.pop("model_wrapper_cfg", None)  # read by the Runner from its `cfg`
     runner = Runner(model=loaded.model, **cfg, **({"cfg": {"model_wrapper_cfg": wrapper}} if wrapper else {}))
     MMLogger.get_current_instance().addFilter(_drop_known_notices)

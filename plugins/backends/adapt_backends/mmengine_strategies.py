@@ -1,5 +1,5 @@
 """DeepSpeed and FSDP for the MMEngine tasks: MMEngine's FlexibleRunner with its DeepSpeedStrategy
-or FSDPStrategy, made to join torchrun's process group on the CPU too, with the run's settings."""
+or FSDPStrategy, in the process group adapt's engine joined (on the CPU too), with the run's settings."""
 
 from __future__ import annotations
 
@@ -15,16 +15,9 @@ DEEPSPEED, FSDP = "AdaptDeepSpeedStrategy", "AdaptFSDPStrategy"
 ROOTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its FSDP root wrapper (for gathering)
 
 
-def _join(backend: str) -> None:
-    """Join the process group torchrun set up (MMEngine's own init_dist selects a CUDA device,
-    which fails on a CPU-only machine)."""
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+def _joined(self: Any, launcher: str | None = None, backend: str = "nccl", **kwargs: Any) -> None:
+    """Both strategies' process-group setup: adapt's MMEngine engine has already joined the group
+    torchrun set up (MMEngine's own init_dist would select a CUDA device, failing on a CPU)."""
 
 
 def _sync_buffers_like_ddp(wrapped: Any) -> None:
@@ -63,12 +56,7 @@ def register() -> None:
 
     @STRATEGIES.register_module(name=DEEPSPEED)
     class AdaptDeepSpeedStrategy(mm_deepspeed.DeepSpeedStrategy):
-        def _setup_distributed(self, launcher: str | None = None, backend: str = "nccl", **kwargs: Any) -> None:
-            import deepspeed
-            import torch.distributed as dist
-
-            if not dist.is_initialized():
-                deepspeed.init_distributed(dist_backend=backend)
+        _setup_distributed = _joined  # deepspeed.initialize wraps the joined group
 
         def load_checkpoint(self, filename: str, **kwargs: Any) -> dict:
             if os.path.isfile(filename):  # a weights-only save (the best checkpoint under ZeRO-2), not a folder
@@ -79,8 +67,7 @@ def register() -> None:
 
     @STRATEGIES.register_module(name=FSDP)
     class AdaptFSDPStrategy(FSDPStrategy):
-        def _setup_distributed(self, launcher: str | None = None, backend: str = "nccl", **kwargs: Any) -> None:
-            _join(backend)
+        _setup_distributed = _joined
 
         def _wrap_model(self, model: Any) -> Any:
             if not torch.cuda.is_available():  # MMEngine passes the local rank as a CUDA device id; torch syncs

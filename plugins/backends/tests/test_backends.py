@@ -85,6 +85,12 @@ def test_deepspeed_trains_and_saves_a_model_that_reloads(stage: int, processes: 
     result = run_adapt(*args(tiny_bert_dir, text_data, "run", "--backend", "deepspeed",
                              "--set", f"backend_params.deepspeed_stage={stage}",
                              "--set", f"backend_params.nproc_per_node={processes}"), cwd=tmp_path, timeout=600)
+    _trained_and_reloads(result, text_data, tmp_path, tolerance=1e-4)
+
+
+def _trained_and_reloads(result, text_data: dict, tmp_path: Path, tolerance: float) -> None:
+    """The sharded run finished, logged 3 sane losses, and saved full weights (gathered): its model
+    evaluates in one process to the run's test loss, and no empty shard placeholder reached a file."""
     assert result.returncode == 0, result
     run = tmp_path / "run"
     losses = [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
@@ -92,9 +98,9 @@ def test_deepspeed_trains_and_saves_a_model_that_reloads(stage: int, processes: 
     trained = json.loads((run / "test_metrics.json").read_text())["test_loss"]
     evaluated = run_adapt("evaluate", "run", "--data", text_data["test"], cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated
-    assert evaluated.json()["test_loss"] == pytest.approx(trained, abs=1e-4)  # the full weights were saved
+    assert evaluated.json()["test_loss"] == pytest.approx(trained, abs=tolerance)
     saved = load_file(run / "saved" / "safetensors" / "model.safetensors")
-    assert all(t.numel() > 0 for t in saved.values())  # ZeRO-3's partitioned placeholders never reach a file
+    assert all(t.numel() > 0 for t in saved.values())  # ZeRO-3's / FSDP's partitioned placeholders never reach a file
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="FSDP for HF tasks needs CUDA GPUs (refused on the CPU)")
@@ -102,16 +108,7 @@ def test_fsdp_trains_on_gpus_and_saves_a_model_that_reloads_on_one_process(tiny_
     processes = min(torch.cuda.device_count(), 2)
     result = run_adapt(*args(tiny_bert_dir, text_data, "run", "--backend", "fsdp",
                              "--set", f"backend_params.nproc_per_node={processes}"), cwd=tmp_path, timeout=600)
-    assert result.returncode == 0, result
-    run = tmp_path / "run"
-    losses = [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
-    assert len(losses) == 3 and all(0 < x < 10 for x in losses), losses
-    trained = json.loads((run / "test_metrics.json").read_text())["test_loss"]
-    evaluated = run_adapt("evaluate", "run", "--data", text_data["test"], cwd=tmp_path)
-    assert evaluated.returncode == 0, evaluated
-    assert evaluated.json()["test_loss"] == pytest.approx(trained, abs=1e-3)  # the gathered, full weights were saved
-    saved = load_file(run / "saved" / "safetensors" / "model.safetensors")
-    assert all(t.numel() > 0 for t in saved.values())
+    _trained_and_reloads(result, text_data, tmp_path, tolerance=1e-3)
 
 
 FAILS_ON_RANK_1 = '''
