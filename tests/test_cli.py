@@ -76,7 +76,7 @@ def test_deepspeeds_cpu_notice_is_filtered_and_its_other_warnings_kept() -> None
     without a GPU that it chose the CPU; adapt's logging drops that one message only."""
     import logging
 
-    from adapt.run import setup_logging
+    from adapt.logs import setup_logging
 
     setup_logging()
     deepspeed = logging.getLogger("DeepSpeed")

@@ -8,9 +8,9 @@ import pytest
 from adapt.config import RunConfig, TrainingConfig, apply_override, parse_config, read_yaml
 from adapt.errors import ConfigError, PluginError
 from adapt.plugins import Registry
-from adapt.run import resolve
+from adapt.resolve import resolve
 
-# Defaults of the Azure ML fine-tune component tables (spec/), where adapt keeps them.
+# Defaults of the Azure ML fine-tune component tables (docs/migration.md), where adapt keeps them.
 SPEC_DEFAULTS = {
     "num_train_epochs": 1, "max_steps": -1, "per_device_train_batch_size": 1,
     "per_device_eval_batch_size": 1, "auto_find_batch_size": False, "optim": "adamw_hf",
@@ -146,7 +146,7 @@ def test_unknown_plugin_names_say_what_is_installed_and_who_provides_it(monkeypa
     with pytest.raises(PluginError, match="adapt-mlflow"):
         resolve(parse_config(minimal(savers=["mlflow"])), without)
     with pytest.raises(PluginError, match="mlflow_model_path.*adapt-mlflow"):
-        resolve(parse_config(minimal(model={"mlflow_model_path": "mlmodel"})), without)
+        resolve(parse_config(minimal(model={"mlflow_model_path": "mlmodel"}), registry=without), without)
 
 
 def test_metric_for_best_model_must_be_a_task_metric() -> None:

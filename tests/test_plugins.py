@@ -265,14 +265,22 @@ def test_a_pack_registers_tasks_backends_and_savers(site: Path) -> None:
 COMMANDS_AND_SOURCES = '''
 import typer
 from adapt import hookimpl
+from pydantic import BaseModel, Field
 
 def hello(name: str = typer.Option("world", help="Who.")):
     """Say hello (a pack's command)."""
     typer.echo(f"hello {name}")
 
+class ZooReference(BaseModel):  # the reference this pack reads (adapt-mlflow's key, read here from a zoo)
+    mlflow_model_path: str | None = Field(None, description="zoo:NAME")
+
 @hookimpl
 def adapt_register_commands(cli):
     cli.command("hello")(hello)
+
+@hookimpl
+def adapt_register_config(register):
+    register(ZooReference, section="model")
 
 @hookimpl
 def adapt_model_source(run, reference):
@@ -312,3 +320,112 @@ def test_packs_add_commands_and_model_sources(site: Path, tmp_path: Path, tiny_b
     none = run_adapt(*common, "--set", "model.mlflow_model_path=zoo:bert", "--output", "run3", cwd=tmp_path,
                      env={**env, "ADAPT_LOAD_PLUGINS": "adapt-nlp,adapt-methods"})
     assert none.returncode == 2 and "pip install adapt-mlflow" in none.stderr, none
+
+
+WRAPS = '''
+import json, os
+from adapt import hookimpl
+
+@hookimpl(wrapper=True)
+def adapt_run_finished(run, result):
+    yield  # the other plugins' implementations run inside
+    with open(os.environ["RECORD_TO"], "a") as handle:
+        handle.write(json.dumps({"wrapped": result["status"]}) + "\\n")
+
+@hookimpl(tryfirst=True)
+def adapt_model_source(run, reference):
+    with open(os.environ["RECORD_TO"], "a") as handle:
+        handle.write(json.dumps({"asked": reference["path"]}) + "\\n")
+    return None
+'''
+
+
+def test_hooks_are_called_through_pluggy(site: Path, tmp_path: Path, tiny_bert_dir: str, text_data: dict) -> None:
+    """wrapper / tryfirst implementations work, a failing plugin still does not stop the others,
+    and the trace shows every hook call, model sources included (asked for any model reference)."""
+    make_dist(site, "adapt-wraps", "adapt_wraps", WRAPS)
+    make_dist(site, "adapt-recorder", "adapt_recorder", RECORDER)
+    make_dist(site, "adapt-broken-tracker", "adapt_broken_tracker", BROKEN_TRACKER)
+    record = tmp_path / "calls.jsonl"
+    env = {"PYTHONPATH": str(site), "RECORD_TO": str(record), "ADAPT_TRACE_PLUGINS": "1"}
+    result = run_adapt("train", "--task", "text_classification", "--model", tiny_bert_dir, "--train", text_data["train"],
+                       "--output", "run", "--set", "training.max_steps=2", "--set", "training.logging_steps=1",
+                       cwd=tmp_path, env=env)
+    assert result.returncode == 0, result
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    assert calls[0]["hook"] == "started" and calls[1] == {"asked": tiny_bert_dir}
+    assert calls[-2:] == [{"hook": "finished", "status": "finished"}, {"wrapped": "finished"}]
+    assert "[adapt trace] adapt_model_source(run, reference) -> adapt_wraps" in result.stderr
+    assert "plugin adapt-broken-tracker failed in adapt_metrics_logged: RuntimeError: tracker down" in result.stderr
+
+
+def test_run_folders_written_with_a_pack_reload_without_it(tmp_path: Path, tiny_bert_dir: str, text_data: dict) -> None:
+    """A run trained with adapt-mlflow installed (its config holds tracking, save_as_mlflow_model,
+    model.mlflow_model_path; its savers mlflow) evaluates and predicts where the pack is absent,
+    as run folders written before those settings moved into the pack do; a config that sets the
+    pack's keys is refused with one message naming the pack."""
+    common = ["--task", "text_classification", "--method", "lora", "--model", tiny_bert_dir, "--train", text_data["train"],
+              "--test", text_data["test"], "--set", "training.max_steps=2", "--set", "method_params.merge_weights=false"]
+    trained = run_adapt("train", *common, "--output", "run", "--set", "tracking.enabled=false", cwd=tmp_path)
+    assert trained.returncode == 0, trained
+    info_path = tmp_path / "run" / "model" / "adapt.json"
+    info = json.loads(info_path.read_text())
+    config = info["config"]
+    assert {"tracking", "save_as_mlflow_model"} <= set(config) and "mlflow" in config["savers"]
+    # the key order the core wrote before the move (save_as_mlflow_model beside savers, tracking after training)
+    order = ["task", "method", "backend", "model", "data", "output", "savers", "save_as_mlflow_model", "training",
+             "tracking", "task_params", "method_params", "backend_params"]
+    info["config"] = {key: config[key] for key in order}
+    info_path.write_text(json.dumps(info))
+    without = {"ADAPT_DISABLE_PLUGINS": "mlflow"}
+    evaluated = run_adapt("evaluate", "run", "--data", text_data["test"], cwd=tmp_path, env=without)
+    assert evaluated.returncode == 0, evaluated
+    expected = json.loads((tmp_path / "run" / "test_metrics.json").read_text())["test_loss"]
+    assert evaluated.json()["test_loss"] == pytest.approx(expected, abs=1e-5)
+    predicted = run_adapt("predict", "run", "--data", text_data["test"], cwd=tmp_path, env=without)
+    assert predicted.returncode == 0 and len(predicted.stdout.splitlines()) == 24, predicted
+
+    refused = run_adapt("train", *common, "--output", "run2", "--set", "tracking.enabled=false", cwd=tmp_path, env=without)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused
+    assert "unknown key tracking: provided by the adapt-mlflow distribution" in refused.stderr
+    assert "pip install adapt-mlflow" in refused.stderr and not (tmp_path / "run2").exists()
+
+
+ADDS_KEYS = '''
+from adapt import hookimpl
+from pydantic import BaseModel, Field
+
+class Budget(BaseModel):
+    budget_hours: float = Field(1.0, gt=0, description="Stop after this long.")
+
+class Seed(BaseModel):
+    seed: int = Field(0, description="Another seed.")
+
+@hookimpl
+def adapt_register_config(register):
+    register(Budget)
+    register(Seed, section="training")
+'''
+
+
+def test_packs_add_config_keys_validated_and_documented_like_the_cores(site: Path) -> None:
+    from adapt.config import parse_config
+    from adapt.errors import ConfigError, PluginError
+
+    make_dist(site, "adapt-budget", "adapt_budget", ADDS_KEYS.replace('register(Seed, section="training")', "pass"))
+    registry = Registry().load()
+    assert registry.plugins["adapt_budget"].registered == {"config": ["budget_hours"]}
+    config = parse_config({"task": "t", "budget_hours": 2}, registry=registry)
+    assert config.budget_hours == 2.0
+    with pytest.raises(ConfigError, match="budget_hours: Input should be greater than 0"):
+        parse_config({"task": "t", "budget_hours": -1}, registry=registry)
+    from adapt.config import run_config_model
+
+    assert "(adapt-budget)" in run_config_model(registry).model_fields["budget_hours"].description
+
+    make_dist(site, "adapt-budget-too", "adapt_budget_too", ADDS_KEYS)  # budget_hours again, and training.seed
+    both = Registry().load()
+    assert any("config key budget_hours is added by two plugins: adapt-budget" in e
+               for e in both.plugins["adapt_budget_too"].errors)
+    with pytest.raises(PluginError, match="adds the config key training.seed, which is adapt-core's own"):
+        parse_config({"task": "t"}, registry=both)

@@ -1,19 +1,33 @@
 """adapt: adapt pretrained models to tasks with parameter-efficient methods.
 
-The public API for plugin authors is what this module exports; everything else may change.
+The public API for plugin authors is what this module exports (and :mod:`adapt.testing`);
+everything else may change. docs/plugin-guide.md documents each name.
 """
 
-from adapt.api import Backend, LoadedModel, Method, NoParams, Params, Saver, Task
+from adapt.api import Backend, Engine, FSDPOptions, LoadedModel, Method, NoParams, Parallel, Params, Saver, Task
+from adapt.config import OPTIMIZERS, SCHEDULERS, literal_optim_args, optim_args
 from adapt.data import read_table, require_columns, split_off
-from adapt.engines.mmengine import MMEngineParams
-from adapt.errors import AdaptError, ConfigError, DataError, ModelError, PluginError, first_line
+from adapt.errors import (
+    AdaptError,
+    ConfigError,
+    DataError,
+    ModelError,
+    PluginError,
+    RunInterrupted,
+    StorageError,
+    first_line,
+)
 from adapt.hookspecs import hookimpl
-from adapt.run import Run, parameter_report
+from adapt.models import parameter_report
+from adapt.models import read_info as model_info
+from adapt.resolve import saved_run
+from adapt.run import Run
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdaptError", "Backend", "ConfigError", "DataError", "LoadedModel", "MMEngineParams", "Method", "ModelError",
-    "NoParams", "Params", "PluginError", "Run", "Saver", "Task", "hookimpl", "parameter_report",
-    "first_line", "read_table", "require_columns", "split_off", "__version__",
+    "OPTIMIZERS", "SCHEDULERS", "AdaptError", "Backend", "ConfigError", "DataError", "Engine", "FSDPOptions",
+    "LoadedModel", "Method", "ModelError", "NoParams", "Parallel", "Params", "PluginError", "Run", "RunInterrupted",
+    "Saver", "StorageError", "Task", "__version__", "first_line", "hookimpl", "literal_optim_args", "model_info",
+    "optim_args", "parameter_report", "read_table", "require_columns", "saved_run", "split_off",
 ]

@@ -1,4 +1,5 @@
-"""The four kinds of object a plugin registers: Task, Method, Backend and Saver.
+"""The five kinds of object a plugin registers: Task, Method, Backend, Saver and Engine, and the
+typed settings a backend hands to an engine (:class:`Parallel`).
 
 Each has a ``name`` (what users type), a ``Params`` pydantic model (its own section of the run
 config, with defaults and help) and a few methods the core calls during a run. Heavy libraries
@@ -10,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     import torch
 
+    from adapt.config import RunConfig
     from adapt.run import Run
 
 
@@ -53,8 +55,8 @@ class _Named:
 class Task(_Named):
     """What to learn: how to load a model and data for it, its metrics and its predictions.
 
-    ``engine`` names the training engine of the core that runs it ("hf": HF Trainer;
-    "mmengine": an MMEngine Runner, see :mod:`adapt.engines.mmengine`).
+    ``engine`` names the registered :class:`Engine` that trains it ("hf": the HF Trainer, in
+    adapt-core; "mmengine": an MMEngine Runner, in adapt-vision).
     ``metrics`` lists the metric names this task reports (usable as metric_for_best_model,
     besides "loss" where ``eval_loss``; otherwise the first metric is the default).
     """
@@ -64,6 +66,7 @@ class Task(_Named):
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss"})
     eval_loss: ClassVar[bool] = True  # evaluation reports a loss (MMEngine detectors report metrics only)
     label_names: ClassVar[tuple[str, ...]] = ("labels",)
+    carves_validation: ClassVar[bool] = True  # data.validation_split can carve validation rows off the training data
 
     def generation_settings(self, run: Run) -> dict[str, Any] | None:
         """For tasks whose evaluation generates text: Seq2SeqTrainingArguments fields such as
@@ -92,8 +95,8 @@ class Task(_Named):
         raise NotImplementedError
 
     def engine_settings(self, run: Run, loaded: LoadedModel) -> dict[str, Any]:
-        """Further settings for the task's engine (MMEngine: Runner arguments such as
-        ``default_scope``); none for most tasks."""
+        """Further settings for the task's engine, in the engine's own terms (MMEngine: Runner
+        arguments such as ``default_scope``); none for most tasks."""
         return {}
 
     def data_collator(self, run: Run, loaded: LoadedModel) -> Callable | None:
@@ -147,15 +150,25 @@ class Method(_Named):
 
 
 class Backend(_Named):
-    """Where to run: launches the workers and adds its settings to each engine."""
+    """Where to run: launches the workers and says which data-parallel strategy they use.
+
+    ``strategy`` names that strategy ("ddp", "deepspeed", "fsdp"; None: one process), so that a
+    pairing the task's engine cannot drive is refused before anything starts; in the workers,
+    :meth:`parallel` gives the engine its settings.
+    """
+
+    strategy: ClassVar[str | None] = None
+
+    def check(self, run: Run) -> None:
+        """Raise an AdaptError, before any worker starts, for settings this backend cannot run."""
 
     def launch(self, run_in_worker: Callable[[], Any], run: Run) -> Any:
         """Run ``run_in_worker`` in every worker process and return rank 0's result."""
         raise NotImplementedError
 
-    def engine_settings(self, engine: str, run: Run) -> dict[str, Any]:
-        """Settings for an engine, e.g. TrainingArguments fields for "hf"."""
-        return {}
+    def parallel(self, run: Run) -> Parallel | None:
+        """The data-parallel settings the engine applies in each worker (None: one process)."""
+        return None
 
     def gather_weights(self, model: torch.nn.Module, run: Run) -> AbstractContextManager[Any]:
         """A context, entered by every worker around saving, in which ``model`` holds its full
@@ -165,6 +178,11 @@ class Backend(_Named):
 
 class Saver(_Named):
     """A format to save the final model in, in a folder of its own."""
+
+    def default_for(self, config: RunConfig) -> bool:
+        """Whether this saver saves a run whose ``savers`` do not name it (adapt-mlflow's mlflow
+        saver does, unless ``save_as_mlflow_model: false``)."""
+        return False
 
     def check(self, loaded: LoadedModel) -> None:
         """Raise an AdaptError before training if this saver cannot save this model."""
@@ -176,3 +194,72 @@ class Saver(_Named):
     def load(self, folder: str, like: torch.nn.Module | None = None) -> torch.nn.Module:
         """Read back what :meth:`save` wrote (into ``like`` where the format holds weights only)."""
         raise NotImplementedError
+
+
+class Engine(_Named):
+    """A training loop (HF Trainer, an MMEngine Runner, a plain PyTorch loop...) for the tasks that
+    name it. It maps the common training parameters (``run.training``) onto its loop and uses the
+    run's public methods for what every engine does alike (:class:`adapt.Run`).
+
+    ``strategies``: the data-parallel strategies (:attr:`Backend.strategy`) it drives besides one
+    process; any other backend is refused before a worker starts. ``task_params``: the Params
+    class the parameters of its tasks subclass, i.e. the fields it reads from ``run.task_params``.
+    """
+
+    strategies: ClassVar[frozenset[str]] = frozenset()
+    task_params: ClassVar[type[BaseModel]] = Params
+
+    def check(self, run: Run) -> None:
+        """Raise an AdaptError, before any worker starts, for settings this engine cannot run."""
+
+    def train(self, run: Run) -> dict[str, Any]:
+        """Load, adapt, train, test and save (:meth:`Run.finish`); return the final metrics."""
+        raise NotImplementedError
+
+    def evaluate(self, run: Run, model_dir: str, path: str) -> dict[str, Any]:
+        """Metrics (``test_*``) of the model saved in ``model_dir`` on the data file at ``path``."""
+        raise NotImplementedError
+
+    def predict(self, run: Run, model_dir: str, path: str) -> list[dict[str, Any]]:
+        """Predictions of a saved model on one data file: by default the task's own."""
+        loaded = run.load_saved(model_dir)
+        loaded.model.eval()
+        return run.task.predict(run, loaded, path)
+
+    def gather_weights(self, model: torch.nn.Module, run: Run) -> AbstractContextManager[Any]:
+        """The context in which every worker saves (see :meth:`Backend.gather_weights`); an engine
+        that shards the model itself for a strategy gathers it here."""
+        return run.backend.gather_weights(model, run)
+
+
+class FSDPOptions(Params):
+    """Fully sharded data parallel settings (accelerate's FSDP plugin names), as a backend hands
+    them to the engines: the HF engine runs FSDP2 (transformers 5), MMEngine tasks FSDP1."""
+
+    sharding_strategy: Literal["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"] = Field(
+        "FULL_SHARD", description="What is sharded: FULL_SHARD (weights, gradients, optimizer state), SHARD_GRAD_OP, NO_SHARD, HYBRID_SHARD.")
+    auto_wrap_policy: Literal["TRANSFORMER_BASED_WRAP", "SIZE_BASED_WRAP", "NO_WRAP"] = Field(
+        "TRANSFORMER_BASED_WRAP", description="How the model is split into FSDP units (MMEngine tasks: the whole model is one unit; SIZE_BASED_WRAP is refused there).")
+    transformer_layer_cls_to_wrap: list[str] | None = Field(None, description="Layer classes wrapped as units (None: the model's _no_split_modules).")
+    min_num_params: int = Field(100_000_000, ge=0, description="SIZE_BASED_WRAP: parameters per unit.")
+    backward_prefetch: Literal["BACKWARD_PRE", "BACKWARD_POST", "NO_PREFETCH"] = Field("BACKWARD_PRE", description="FSDP1: applied on MMEngine tasks; HF tasks run FSDP2 (transformers 5), which always prefetches in backward: only BACKWARD_PRE is accepted there.")
+    forward_prefetch: bool = Field(False, description="FSDP1: applied on MMEngine tasks; FSDP2 (HF tasks) prefetches implicitly: only false is accepted there.")
+    cpu_ram_efficient_loading: bool = Field(False, description="Load the pretrained weights on rank 0 only (HF tasks; MMEngine tasks load them on every rank: only false is accepted there).")
+    offload_params: bool = Field(False, description="Keep parameters and gradients in CPU memory.")
+    state_dict_type: Literal["FULL_STATE_DICT", "SHARDED_STATE_DICT"] = Field("FULL_STATE_DICT", description="Checkpoint format.")
+    sync_module_states: bool = Field(True, description="FSDP1: applied on MMEngine tasks on GPUs (on the CPU every rank loads the same weights); FSDP2 (HF tasks): only true is accepted.")
+    use_orig_params: bool = Field(True, description="FSDP1 name; adapt trains part of the model and reads the original parameters: only true is accepted.")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="FSDP1: parameter, reduction and buffer dtype on MMEngine tasks; FSDP2 (HF tasks) follows training.precision: only no is accepted there.")
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """What a distributed backend asks of the engine in each worker (:meth:`Backend.parallel`):
+    the strategy and its settings, which each engine maps onto its own loop (TrainingArguments
+    fields, an MMEngine Runner strategy...)."""
+
+    strategy: str  # "ddp", "deepspeed" or "fsdp"; a backend's ``strategy``
+    dist_backend: str  # torch.distributed's: "nccl" (GPUs) or "gloo"
+    find_unused_parameters: bool = False  # ddp: tolerate parameters without a gradient in a step
+    deepspeed_config: dict[str, Any] | None = None  # deepspeed: the JSON config, HF "auto" values left for the engine
+    fsdp: FSDPOptions | None = None  # fsdp: its options

@@ -31,30 +31,18 @@ def _results_to_stdout() -> Iterator[None]:
 
 
 def _build_config(config: Path | None, flags: dict[str, Any], overrides: list[str]) -> tuple[Any, str | None]:
-    from adapt.config import apply_override, parse_config, read_yaml
+    from adapt.config import apply_override, parse_config, read_yaml, set_dotted
 
     data = read_yaml(config) if config else {}
     for key, value in flags.items():
         if value is not None and value != []:
-            _assign(data, key, value)
+            set_dotted(data, key, value)
     for assignment in overrides or []:
         apply_override(data, assignment)
     if "task" not in data:
         raise ConfigError("no task: give --task (e.g. text_classification) or `task:` in --config; "
                           "`adapt plugins` lists the installed tasks")
     return parse_config(data, str(config) if config else None), str(config) if config else None
-
-
-def _assign(data: dict[str, Any], dotted: str, value: Any) -> None:
-    node = data
-    *parents, last = dotted.split(".")
-    for part in parents:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {"path": child} if part == "model" and isinstance(child, str) else {}
-            node[part] = child
-        node = child
-    node[last] = value
 
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Run config YAML.")]
@@ -86,8 +74,8 @@ def train(config: ConfigOption = None, task: TaskOption = None, method: MethodOp
     flags = _run_flags(task=task, method=method, backend=backend, model=model, train_data=train_data,
                        validation=validation, test=test, output=output, saver=saver)
     cfg, source = _build_config(config, flags, set_)
-    from adapt.run import resolve
-    from adapt.run import train as run_train
+    from adapt.lifecycle import train as run_train
+    from adapt.resolve import resolve
 
     run = resolve(cfg, source=source, purpose="train")
     with _results_to_stdout():
@@ -106,23 +94,15 @@ def plan(config: ConfigOption = None, task: TaskOption = None, method: MethodOpt
     state, and the number of steps of a run."""
     flags = _run_flags(task=task, method=method, backend=backend, model=model, train_data=train_data)
     cfg, source = _build_config(config, flags, set_)
+    from adapt.logs import setup_logging
     from adapt.plan import plan as make_plan
-    from adapt.run import resolve, setup_logging
+    from adapt.resolve import resolve
 
     setup_logging()
     with _results_to_stdout():
         result = make_plan(resolve(cfg, source=source, purpose="train"))
     mib = {k.replace("_bytes", "_mib"): round(v / 2**20, 3) for k, v in result.items() if k.endswith("_bytes")}
     typer.echo(json.dumps({**result, **mib}, indent=2))
-
-
-def _model_run(model_path: Path, overrides: list[str], purpose: str) -> tuple[Any, Path]:
-    from adapt.run import model_run, setup_logging
-
-    model_dir = model_path / "model" if (model_path / "model" / "adapt.json").is_file() else model_path
-    run = model_run(model_dir, overrides, purpose)
-    setup_logging()
-    return run, model_dir
 
 
 RunArgument = Annotated[Path, typer.Argument(help="A run folder (or its model/ folder) written by adapt train.")]
@@ -134,11 +114,10 @@ def evaluate(model: RunArgument, data: DataOption, set_: SetOption = [],  # noqa
              output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the metrics to this JSON file.")] = None,
              ) -> None:
     """Metrics of a trained model on a data file."""
-    run, model_dir = _model_run(model, set_, "evaluate")
-    from adapt.engines import get_engine
+    from adapt.lifecycle import evaluate as evaluate_saved
 
     with _results_to_stdout():
-        metrics = get_engine(run.task.engine).evaluate(run, str(model_dir), data)
+        metrics = evaluate_saved(model, data, set_)
     text = json.dumps(metrics, indent=2, default=str)
     if output:
         output.write_text(text + "\n", encoding="utf-8")
@@ -150,11 +129,10 @@ def predict(model: RunArgument, data: DataOption, set_: SetOption = [],  # noqa:
             output: Annotated[Path | None, typer.Option("--output", "-o", help="Write predictions (JSON lines) here, not to stdout.")] = None,
             ) -> None:
     """Predictions of a trained model, one JSON line per input row."""
-    run, model_dir = _model_run(model, set_, "predict")
-    from adapt.engines import get_engine
+    from adapt.lifecycle import predict as predict_saved
 
     with _results_to_stdout():
-        rows = get_engine(run.task.engine).predict(run, str(model_dir), data)
+        rows = predict_saved(model, data, set_)
     lines = "".join(json.dumps(row, default=str) + "\n" for row in rows)
     if output:
         output.write_text(lines, encoding="utf-8")
@@ -176,10 +154,10 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable
     for info in infos:
         version = f" {info.version}" if info.version else ""
         typer.echo(f"{info.name} ({info.distribution or 'unknown distribution'}{version})")
-        for kind in KINDS:
+        for kind in (*KINDS, "config"):
             names = info.registered.get(kind)
             if names:
-                typer.echo(f"  {kind}s: {', '.join(names)}")
+                typer.echo(f"  {'config keys' if kind == 'config' else kind + 's'}: {', '.join(names)}")
         for error in info.errors:
             typer.echo(f"  ERROR: {error}")
 
@@ -206,7 +184,7 @@ def config_validate(
 ) -> None:
     """Check a run config (plugin sections included) without running anything."""
     cfg, source = _build_config(file, {}, set_)
-    from adapt.run import resolve
+    from adapt.resolve import resolve
 
     run = resolve(cfg, source=source, purpose="validate")
     typer.echo(f"{file}: valid (task {run.task.name}, method {run.method.name}, backend "
@@ -248,9 +226,7 @@ def add_plugin_commands() -> None:
     _commands_added = True
     from adapt.plugins import get_registry
 
-    for info, outcome in get_registry().call_each("adapt_register_commands", cli=app):
-        if isinstance(outcome, Exception):
-            info.errors.append(f"adapt_register_commands raised {type(outcome).__name__}: {outcome}")
+    get_registry().pm.hook.adapt_register_commands(cli=app)
 
 
 def main() -> None:

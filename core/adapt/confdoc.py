@@ -9,7 +9,8 @@ import yaml
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from adapt.config import RunConfig
+from adapt.config import run_config_model
+from adapt.plugins import KINDS, get_registry
 
 
 def _default(info: Any) -> Any:
@@ -59,8 +60,8 @@ def show_config(task: Any, method: Any, backend: Any) -> str:
     """A complete, commented run config for a task / method / backend, every default filled."""
     head = [f"# adapt run config: task {task.name}, method {method.name}, backend {backend.name}",
             "# Every parameter with its default. Keep only what you change."]
-    lines = model_yaml(RunConfig, overrides={"task": task.name, "method": method.name,
-                                               "backend": backend.name})
+    lines = model_yaml(run_config_model(get_registry()), overrides={"task": task.name, "method": method.name,
+                                                                    "backend": backend.name})
     out: list[str] = []
     for line in lines:
         key = line.split(":", 1)[0]
@@ -95,27 +96,27 @@ def model_markdown(model: type[BaseModel], title: str) -> str:
 
 
 def reference_markdown() -> str:
-    """The configuration reference (docs/config-reference.md): the core's sections, then each
-    installed task, method, backend and saver with its own parameters."""
-    from adapt.config import DataConfig, ModelConfig, TrackingConfig, TrainingConfig
-    from adapt.plugins import KINDS, get_registry
-
+    """The configuration reference (docs/config-reference.md): the config's sections (with the keys
+    installed packs add), then each installed task, method, backend, saver and engine with its own
+    parameters."""
+    registry = get_registry()
+    config = run_config_model(registry)
     parts = ["# Configuration reference", "",
              "Generated from the config models by `python -m adapt.confdoc > docs/config-reference.md`",
              "(`make docs`); a test fails when this file is out of date. `adapt config show --task T",
-             "--method M` prints the same as a commented YAML file.", "",
-             model_markdown(RunConfig, "Top level"), model_markdown(ModelConfig, "model"),
-             model_markdown(DataConfig, "data"), model_markdown(TrainingConfig, "training"),
-             model_markdown(TrackingConfig, "tracking")]
-    registry = get_registry()
-    section = {"task": "task_params", "method": "method_params", "backend": "backend_params", "saver": None}
+             "--method M` prints the same as a commented YAML file. Keys that an installed pack adds",
+             "name the pack in brackets.", "", model_markdown(config, "Top level")]
+    for name, info in config.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            parts.append(model_markdown(info.annotation, name))
+    section = {"task": "task_params", "method": "method_params", "backend": "backend_params"}
     for kind in KINDS:
         parts.append(f"## {kind.capitalize()}s\n")
         for name in registry.names(kind):
             obj = registry.get(kind, name)
             owner = registry.owner(kind, name)
             parts.append(f"### {kind} `{name}` ({owner.label if owner else 'unknown'})\n\n{obj.description}\n")
-            if obj.Params.model_fields and section[kind]:
+            if obj.Params.model_fields and section.get(kind):
                 parts.append(model_markdown(obj.Params, f"`{section[kind]}` of {name}").split("\n", 2)[2])
     return "\n".join(parts).rstrip() + "\n"
 

@@ -1,21 +1,27 @@
 """The run configuration: one YAML shape for every task, validated by pydantic.
 
-The core validates its own sections (``training``, ``data``, ``model``...); ``task_params``,
-``method_params`` and ``backend_params`` are validated by the chosen plugin's ``Params`` model
-in :func:`resolve`. Every error names the field, what is wrong and what is allowed.
+The core validates its own sections (``training``, ``data``, ``model``...) and the keys installed
+packs add (``adapt_register_config``); ``task_params``, ``method_params`` and ``backend_params``
+are validated by the chosen plugin's ``Params`` model when the run is resolved. Every error
+names the field, what is wrong and what is allowed.
 """
 
 from __future__ import annotations
 
+import ast
+import copy
 import difflib
+import functools
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from adapt.errors import ConfigError
+from adapt.errors import ConfigError, PluginError
+from adapt.plugins import KNOWN_PROVIDERS, Registry, get_registry
 
 # Names users know from Azure ML / nyuntam that adapt expresses differently: key -> why / where.
 FOREIGN_KEYS: dict[str, str] = {
@@ -58,13 +64,56 @@ for _prefix in ("compute_", "instance_type_"):
             "Azure ML compute settings have no meaning in adapt, which runs where it is started; "
             "choose a backend for several processes or nodes")
 
-OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_hf", "adamw", "adafactor", "sgd", "adagrad",
-              "rmsprop", "adamw_8bit", "paged_adamw_32bit", "paged_adamw_8bit", "lion_32bit",
-              "lion_8bit")
-SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
-              "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr",
-              "warmup_linear", "warmup_cosine", "warmup_cosine_with_restarts", "warmup_polynomial",
-              "warmup_constant")
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """An optimizer users can name in ``training.optim``, as each engine runs it."""
+
+    hf: str  # the HF Trainer's optim name
+    torch: str | None = None  # the torch.optim class, for engines that build optimizers themselves (None: HF only)
+    state: float = 2.0  # optimizer state per trainable parameter, in fp32 copies of it (adapt plan)
+
+
+OPTIMIZERS: dict[str, Optimizer] = {
+    "adamw_torch": Optimizer("adamw_torch", "AdamW"), "adamw_torch_fused": Optimizer("adamw_torch_fused", "AdamW"),
+    "adamw_hf": Optimizer("adamw_torch", "AdamW"), "adamw": Optimizer("adamw_torch", "AdamW"),  # gone from transformers 5
+    "adafactor": Optimizer("adafactor", state=0.1), "sgd": Optimizer("sgd", "SGD", 1.0),
+    "adagrad": Optimizer("adagrad", "Adagrad", 1.0), "rmsprop": Optimizer("rmsprop", "RMSprop", 1.0),
+    "adamw_8bit": Optimizer("adamw_8bit", state=0.5), "paged_adamw_32bit": Optimizer("paged_adamw_32bit"),
+    "paged_adamw_8bit": Optimizer("paged_adamw_8bit", state=0.5), "lion_32bit": Optimizer("lion_32bit"),
+    "lion_8bit": Optimizer("lion_8bit", state=0.5),
+}
+# lr_scheduler_type -> the schedule it names (HF's name); warmup_* (Azure ML image components) are
+# the same schedules, warmed up over warmup_steps
+SCHEDULERS: dict[str, str] = {
+    **{name: name for name in ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                               "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr")},
+    "warmup_linear": "linear", "warmup_cosine": "cosine", "warmup_cosine_with_restarts": "cosine_with_restarts",
+    "warmup_polynomial": "polynomial", "warmup_constant": "constant_with_warmup",
+}
+
+
+def optim_args(text: str | None) -> dict[str, str]:
+    """``extra_optim_args`` ('key=value; key=value', commas allowed too) as {key: value text}."""
+    items = [item.strip() for item in (text or "").replace(",", ";").split(";") if item.strip()]
+    bad = [item for item in items if "=" not in item or not item.split("=", 1)[0].strip()]
+    if bad:
+        raise ValueError(f"expected 'key=value; key=value', got {bad[0]!r}")
+    return {key.strip(): value.strip() for key, _, value in (item.partition("=") for item in items)}
+
+
+def literal_optim_args(text: str | None) -> dict[str, Any]:
+    """``extra_optim_args`` with Python literal values, for engines that pass them to a torch
+    optimizer themselves (the HF Trainer reads the text)."""
+    out = {}
+    for key, value in optim_args(text).items():
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise ConfigError(f"training.extra_optim_args: {key}={value!r} is not key=value with a Python literal "
+                              "value (e.g. 'momentum=0.9; nesterov=True')") from None
+    return out
 
 
 class Section(BaseModel):
@@ -79,12 +128,12 @@ class TrainingConfig(Section):
     per_device_train_batch_size: int = Field(1, ge=1, description="Training batch size per process.")
     per_device_eval_batch_size: int = Field(1, ge=1, description="Evaluation batch size per process.")
     auto_find_batch_size: bool = Field(False, description="On out-of-memory, halve the train batch size and retry until it fits.")
-    optim: Literal[OPTIMIZERS] = Field(  # type: ignore[valid-type]
+    optim: Literal[tuple(OPTIMIZERS)] = Field(  # type: ignore[valid-type]
         "adamw_hf", description="Optimizer. adamw_hf / adamw (removed from transformers 5) run as adamw_torch.")
     extra_optim_args: str | None = Field(
         None, description="More optimizer arguments as 'key=value; key=value' (Azure ML style), e.g. 'momentum=0.9; nesterov=True' for sgd.")
     learning_rate: float = Field(2e-5, gt=0, description="Initial learning rate.")
-    lr_scheduler_type: Literal[SCHEDULERS] = Field(  # type: ignore[valid-type]
+    lr_scheduler_type: Literal[tuple(SCHEDULERS)] = Field(  # type: ignore[valid-type]
         "linear", description="Learning-rate schedule; warmup_* names (Azure ML image components) mean the same schedule with warmup_steps.")
     warmup_steps: float = Field(0, ge=0, description="Linear warmup steps from 0 to learning_rate; a value < 1 is a fraction of all steps.")
     weight_decay: float = Field(0.0, ge=0, description="Weight decay for all layers except biases and LayerNorm weights.")
@@ -126,11 +175,7 @@ class TrainingConfig(Section):
     def _optim_args(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        items = [item.strip() for item in value.replace(",", ";").split(";") if item.strip()]
-        bad = [item for item in items if "=" not in item or not item.split("=", 1)[0].strip()]
-        if bad:
-            raise ValueError(f"expected 'key=value; key=value', got {bad[0]!r}")
-        return "; ".join(items)
+        return "; ".join(f"{key}={text}" for key, text in optim_args(value).items())
 
     @field_validator("evaluation_strategy", "logging_strategy", "save_strategy", mode="before")
     @classmethod
@@ -168,7 +213,6 @@ class ModelConfig(Section):
     path: str | None = Field(None, description="A local folder, a hub id, or a model name the task knows.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when path is a hub id.")
     trust_remote_code: bool = Field(False, description="Allow model code shipped with the checkpoint to run (off: only library code runs).")
-    mlflow_model_path: str | None = Field(None, description="An MLflow model folder to start from (needs adapt-mlflow).")
 
     @model_validator(mode="before")
     @classmethod
@@ -181,16 +225,6 @@ class ModelConfig(Section):
         return value
 
 
-class TrackingConfig(Section):
-    """Run tracking by an installed tracker pack (adapt-mlflow): parameters, metrics, artefacts."""
-
-    enabled: bool = Field(True, description="Track runs with every installed tracker (false: none).")
-    uri: str | None = Field(None, description="Tracking store or server, e.g. http://host:5000 or sqlite:///runs.db "
-                            "(None: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working folder).")
-    experiment_name: str = Field("adapt", description="Experiment the runs are grouped under.")
-    run_name: str | None = Field(None, description="Name of the tracked run (None: the run folder's name).")
-
-
 class RunConfig(Section):
     """One run: what to learn (task), how (method), where (backend), and what to save."""
 
@@ -201,9 +235,7 @@ class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig, description="The data splits.")
     output: str | None = Field(None, description="Run folder (None: runs/<task>-<method>-<time>).")
     savers: list[str] = Field(["safetensors"], description="Formats to save the final model in, each into <output>/saved/<saver>/.")
-    save_as_mlflow_model: bool | None = Field(None, description="Also save an MLflow model (None: yes when adapt-mlflow is installed).")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Common training parameters.")
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Where installed trackers record the run.")
     task_params: dict[str, Any] = Field(default_factory=dict, description="The task's own parameters (`adapt config show --task T`).")
     method_params: dict[str, Any] = Field(default_factory=dict, description="The method's own parameters.")
     backend_params: dict[str, Any] = Field(default_factory=dict, description="The backend's own parameters.")
@@ -245,6 +277,22 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``config[a][b][c] = value`` for ``dotted`` "a.b.c", creating sections on the way (a
+    ``model`` given as a string becomes ``{path: ...}`` when a key is set inside it)."""
+    node = config
+    *parents, last = dotted.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            if part == "model" and isinstance(child, str):
+                child = node[part] = {"path": child}
+            else:
+                raise ConfigError(f"--set {dotted}: {part} is a value ({child!r}), not a section")
+        node = child
+    node[last] = value
+
+
 def apply_override(config: dict[str, Any], assignment: str) -> None:
     """Apply one ``dotted.key=value`` override; the value is read as YAML (numbers, bools, lists)."""
     key, sep, raw = assignment.partition("=")
@@ -255,17 +303,35 @@ def apply_override(config: dict[str, Any], assignment: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    parts = key.split(".")
-    node = config
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            if part == "model" and isinstance(child, str):
-                child = node[part] = {"path": child}
-            else:
-                raise ConfigError(f"--set {key}: {part} is a value ({child!r}), not a section")
-        node = child
-    node[parts[-1]] = value
+    set_dotted(config, key, value)
+
+
+@functools.lru_cache(maxsize=16)
+def run_config_model(registry: Registry) -> type[RunConfig]:
+    """RunConfig with the keys the registry's packs add (``adapt_register_config``), each
+    described as theirs."""
+    top: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    for added in registry.config_fields:
+        core = RunConfig if added.section is None else RunConfig.model_fields[added.section].annotation
+        target = top if added.section is None else sections.setdefault(added.section, {})
+        for name, info in added.model.model_fields.items():
+            if name in core.model_fields:
+                where = f"{added.section}.{name}" if added.section else name
+                raise PluginError(f"plugin {added.owner.label} ({added.owner.name}) adds the config key {where}, "
+                                  f"which is adapt-core's own; uninstall it or disable it with "
+                                  f"ADAPT_DISABLE_PLUGINS={added.owner.name}")
+            field = copy.copy(info)
+            field.description = f"{info.description or ''} ({added.owner.label})".strip()
+            target[name] = (info.annotation, field)
+    for section, fields in sections.items():
+        base = RunConfig.model_fields[section]
+        extended = create_model(base.annotation.__name__, __base__=base.annotation, __doc__=base.annotation.__doc__,
+                                **fields)
+        top[section] = (extended, Field(default_factory=extended, description=base.description))
+    if not top:
+        return RunConfig
+    return create_model("RunConfig", __base__=RunConfig, __doc__=RunConfig.__doc__, **top)
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -294,7 +360,9 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix
         if err["type"] == "extra_forbidden":
             key = str(loc[-1])
             allowed = _field_names(model, loc)
-            hint = FOREIGN_KEYS.get(key)
+            provider = _provider(loc)
+            hint = (f"provided by the {provider} distribution, which is not installed or is disabled "
+                    f"(pip install {provider})") if provider else FOREIGN_KEYS.get(key)
             close = difflib.get_close_matches(key, allowed, n=1)
             message = f"unknown key {where}"
             if hint:
@@ -314,12 +382,24 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix
     return head + ("\n  " + "\n  ".join(lines) if len(lines) > 1 else " " + lines[0])
 
 
-def parse_config(data: dict[str, Any], source: str | None = None) -> RunConfig:
-    """Validate the core sections; raises ConfigError with every problem found."""
+def _provider(loc: tuple[Any, ...]) -> str | None:
+    """The distribution that adds the key at ``loc`` (or a section above it), when one of ours does."""
+    parts = [str(p) for p in loc]
+    return next((KNOWN_PROVIDERS["config"][key] for key in (".".join(parts[:i]) for i in range(1, len(parts) + 1))
+                 if key in KNOWN_PROVIDERS["config"]), None)
+
+
+def parse_config(data: dict[str, Any], source: str | None = None, registry: Registry | None = None) -> RunConfig:
+    """Validate the core sections and the keys the installed packs add; raises ConfigError with
+    every problem found (a PluginError where a key belongs to a pack that is not installed)."""
+    model = run_config_model(registry or get_registry())
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, RunConfig, source=source)) from None
+        message = format_validation_error(exc, model, source=source)
+        if any(err["type"] == "extra_forbidden" and _provider(tuple(err["loc"])) for err in exc.errors()):
+            raise PluginError(message) from None  # a pack is missing, not a mistake in the config
+        raise ConfigError(message) from None
 
 
 def validate_params(params_model: type[BaseModel], values: dict[str, Any], section: str,

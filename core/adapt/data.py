@@ -106,7 +106,13 @@ def require_columns(table: datasets.Dataset, columns: Iterable[str | None], path
                         f"(found: {', '.join(table.column_names)}); name yours in task_params")
 
 
-def split_off(table: datasets.Dataset, fraction: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """Carve a validation split off the training rows (a fixed, seeded shuffle)."""
-    parts = table.train_test_split(test_size=fraction, seed=seed)
-    return parts["train"], parts["test"]
+def split_off(rows: Any, fraction: float, seed: int) -> tuple[Any, Any]:
+    """Carve a validation split off the training rows (a ``datasets.Dataset`` or a list) with
+    datasets' seeded shuffle; the same rows go either way for both kinds."""
+    import datasets
+
+    if isinstance(rows, datasets.Dataset):
+        parts = rows.train_test_split(test_size=fraction, seed=seed)
+        return parts["train"], parts["test"]
+    parts = datasets.Dataset.from_dict({"i": list(range(len(rows)))}).train_test_split(test_size=fraction, seed=seed)
+    return [rows[i] for i in parts["train"]["i"]], [rows[i] for i in parts["test"]["i"]]

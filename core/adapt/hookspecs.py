@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from adapt.api import Backend, Method, Saver, Task
+
+    from adapt.api import Backend, Engine, Method, Saver, Task
     from adapt.run import Run
 
 hookspec = pluggy.HookspecMarker("adapt")
@@ -41,6 +42,20 @@ def adapt_register_savers(register: Callable[[Saver], None]) -> None:
 
 
 @hookspec
+def adapt_register_engines(register: Callable[[Engine], None]) -> None:
+    """Register training engines: call ``register(engine)`` for each :class:`adapt.Engine`; a task
+    names the engine that trains it (``Task.engine``)."""
+
+
+@hookspec
+def adapt_register_config(register: Callable[..., None]) -> None:
+    """Add keys to the run config: ``register(fields)`` adds the fields of the pydantic model
+    ``fields`` as top-level keys, ``register(fields, section="model")`` to a core section (model,
+    data, training). They are validated, listed by ``adapt config show`` and documented in the
+    configuration reference like the core's own; ``run.config.<key>`` reads them."""
+
+
+@hookspec
 def adapt_register_commands(cli: Any) -> None:
     """Add sub-commands to the ``adapt`` command line: ``cli`` is its ``typer.Typer`` app
     (``@cli.command()``). Keep the module light: import heavy libraries inside the command."""
@@ -48,8 +63,9 @@ def adapt_register_commands(cli: Any) -> None:
 
 @hookspec(firstresult=True)
 def adapt_model_source(run: Run, reference: dict[str, Any]) -> str | None:
-    """Turn a model reference the core cannot read itself (``reference`` is the run's ``model``
-    section, e.g. with ``mlflow_model_path``) into a local folder a task can load; None: not yours."""
+    """Turn the run's model reference (``reference``: its ``model`` section, with the keys packs
+    added to it, e.g. ``mlflow_model_path``) into a local folder the task loads; None: not yours
+    (the task then loads ``model.path`` itself). Asked before every model load."""
 
 
 @hookspec

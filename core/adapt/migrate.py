@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapt.config import TrainingConfig
+from adapt.config import TrainingConfig, set_dotted
 
 # source key (lower case) -> dotted adapt key
 DIRECT = {
@@ -102,14 +102,6 @@ def _truthy(value: Any) -> bool:
     return value is True or str(value).strip().lower() in {"true", "1", "yes"}
 
 
-def _put(config: dict[str, Any], dotted: str, value: Any) -> None:
-    node = config
-    *parents, last = dotted.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
-
-
 def import_config(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The adapt config and one message per source key that was not mapped (or mapped with a change)."""
     flat = _flatten(data)
@@ -122,7 +114,7 @@ def import_config(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     for name, (key, value) in lower.items():
         parent = key.rsplit(".", 1)[0].lower() if "." in key else ""
         if "data" in parent and name in ("train", "validation", "val", "test"):
-            _put(config, f"data.{'validation' if name == 'val' else name}", value)
+            set_dotted(config, f"data.{'validation' if name == 'val' else name}", value)
         elif name in ("apply_lora",):
             method = "lora" if _truthy(value) else method
         elif name in ("peft_method", "method", "algorithm"):
@@ -142,13 +134,13 @@ def import_config(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         elif name.startswith("fsdp_") or name in ("mixed_precision", "num_processes", "num_machines", "machine_rank",
                                                   "rdzv_backend"):
             target = {"num_processes": "nproc_per_node", "num_machines": "num_nodes", "machine_rank": "node_rank"}.get(name, name)
-            _put(config, f"backend_params.{target.removeprefix('fsdp_')}", value)
+            set_dotted(config, f"backend_params.{target.removeprefix('fsdp_')}", value)
         elif name in ("fp16",):
             if _truthy(value):
-                _put(config, "training.precision", "16")
+                set_dotted(config, "training.precision", "16")
         elif name == "interval":
-            _put(config, "training.save_strategy", str(value))
-            _put(config, "training.evaluation_strategy", str(value))
+            set_dotted(config, "training.save_strategy", str(value))
+            set_dotted(config, "training.evaluation_strategy", str(value))
         elif name == "save_method":
             saver = SAVERS.get(str(value).lower())
             if saver:
@@ -161,9 +153,9 @@ def import_config(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             if _truthy(value):
                 messages.append(f"{key}: ONNX Runtime training does not work with transformers 5; dropped")
         elif nyuntam and name in NYUNTAM_ONLY:
-            _put(config, NYUNTAM_ONLY[name], value)
+            set_dotted(config, NYUNTAM_ONLY[name], value)
         elif name in DIRECT:
-            _put(config, DIRECT[name], value)
+            set_dotted(config, DIRECT[name], value)
         else:
             reason = next((why for prefix, why in IGNORED.items() if name == prefix or name.startswith(prefix)), None)
             messages.append(f"{key}: {reason}; dropped" if reason else f"{key}: no adapt equivalent; dropped")

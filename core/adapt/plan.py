@@ -11,11 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from adapt.run import Run, load_adapted, model_source, parameter_report, steps_per_epoch
-
-# Optimizer state per trainable parameter, in multiples of the parameter's bytes.
-OPTIMIZER_STATES = {"sgd": 1.0, "adagrad": 1.0, "rmsprop": 1.0, "adafactor": 0.1}
-EIGHT_BIT_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "lion_8bit")
+from adapt.config import OPTIMIZERS
+from adapt.models import parameter_report
+from adapt.run import Run
 
 
 def _bytes(tensor: Any) -> int:
@@ -24,15 +22,11 @@ def _bytes(tensor: Any) -> int:
 
 def memory_estimate(model: Any, optim: str) -> dict[str, int]:
     """Bytes of weights (as stored: 4-bit weights count their packed bytes), gradients and
-    optimizer state (two fp32 moments for Adam-family optimizers)."""
+    optimizer state (two fp32 moments for Adam-family optimizers; see ``adapt.OPTIMIZERS``)."""
     weights = sum(_bytes(p) for p in model.parameters()) + sum(_bytes(b) for b in model.buffers())
     trainable = [p for p in model.parameters() if p.requires_grad]
     gradients = sum(_bytes(p) for p in trainable)
-    if optim in EIGHT_BIT_OPTIMIZERS:
-        optimizer = sum(2 * p.numel() for p in trainable)
-    else:
-        factor = OPTIMIZER_STATES.get(optim, 2.0)
-        optimizer = int(sum(factor * p.numel() * 4 for p in trainable))
+    optimizer = int(sum(OPTIMIZERS[optim].state * p.numel() * 4 for p in trainable))
     return {"weights_bytes": weights, "gradients_bytes": gradients, "optimizer_bytes": optimizer,
             "total_bytes": weights + gradients + optimizer}
 
@@ -42,13 +36,13 @@ def plan(run: Run) -> dict[str, Any]:
     from adapt.data import read_table
 
     t, data = run.training, run.config.data
-    model = load_adapted(run, model_source(run), run.task.inspect_data(run)).model
-    rows = len(read_table(data.train, "train"))
-    if not data.validation and data.validation_split:  # carved first, then limited, as tasks read them
-        rows -= math.ceil(rows * data.validation_split)
-    if data.max_train_samples:
-        rows = min(rows, data.max_train_samples)
-    per_epoch = steps_per_epoch(run, rows)
+    model = run.load_adapted(run.model_source(), run.task.inspect_data(run)).model
+    # the training rows as tasks read them (validation carved off unless given, then limited); a given
+    # validation file is not read
+    splits = {"train": data.train, **({"validation": data.validation} if data.validation else {})}
+    tables = run.read_splits(splits, lambda split, path: read_table(path, split) if split == "train" else [])
+    rows = len(tables["train"][0])
+    per_epoch = run.steps_per_epoch(rows)
     steps = t.max_steps if t.max_steps > 0 else math.ceil(t.num_train_epochs * per_epoch)
     return {"task": run.task.name, "method": run.method.name, "model": run.model_path,
             **parameter_report(model), **memory_estimate(model, t.optim), "train_rows": rows,

@@ -8,17 +8,22 @@ are found through the ``adapt`` entry-point group. Environment variables:
 - ``ADAPT_DISABLE_PLUGINS``: ``1`` / ``all`` to load none, or a comma-separated list to skip;
 - ``ADAPT_TRACE_PLUGINS``: print every hook call to stderr.
 
-A plugin that fails to import, implements a hook that has no spec, or raises while registering
-is recorded with its error (``adapt plugins`` shows it) and never breaks the other plugins.
+Every hook is called through pluggy (so ``wrapper``, ``tryfirst`` and ``firstresult`` work), with
+each plugin's implementation guarded: a plugin that fails to import, implements a hook that has
+no spec, or raises in a hook is recorded with its error (``adapt plugins`` shows it) or warned
+about, and never stops the other plugins. Only ``adapt_model_source`` lets errors through: the
+pack that claimed a model reference reports why it cannot read it.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -26,12 +31,14 @@ from typing import Any
 import pluggy
 
 from adapt import hookspecs
-from adapt.api import Backend, Method, Saver, Task
+from adapt.api import Backend, Engine, Method, Saver, Task
 from adapt.errors import PluginError
 
 ENTRY_POINT_GROUP = "adapt"
 DEFAULT_PLUGINS = ("adapt.builtins",)
-KINDS: dict[str, type] = {"task": Task, "method": Method, "backend": Backend, "saver": Saver}
+KINDS: dict[str, type] = {"task": Task, "method": Method, "backend": Backend, "saver": Saver, "engine": Engine}
+CONFIG_SECTIONS = (None, "model", "data", "training")  # where packs may add config keys (None: the top level)
+PASS_ERRORS = frozenset({"adapt_model_source"})  # hooks whose errors reach the user
 
 # Names our own packs provide, so an unknown name can say which distribution to install.
 KNOWN_PROVIDERS: dict[str, dict[str, str]] = {
@@ -47,7 +54,11 @@ KNOWN_PROVIDERS: dict[str, dict[str, str]] = {
         ["full", "last_layer", "lora", "dora", "ssf", "qlora", "qdora", "qssf"], "adapt-methods"),
     "backend": dict.fromkeys(["ddp", "fsdp", "deepspeed"], "adapt-backends"),
     "saver": {"mlflow": "adapt-mlflow"},
+    "engine": {"hf": "adapt-core", "mmengine": "adapt-vision"},
+    "config": dict.fromkeys(["save_as_mlflow_model", "tracking", "model.mlflow_model_path"], "adapt-mlflow"),
 }
+
+log = logging.getLogger("adapt")
 
 
 @dataclass
@@ -71,8 +82,17 @@ class PluginInfo:
             "name": self.name, "module": self.module, "distribution": self.distribution,
             "version": self.version, "hooks": self.hooks,
             **{f"{kind}s": self.registered.get(kind, []) for kind in KINDS},
-            "errors": self.errors,
+            "config": self.registered.get("config", []), "errors": self.errors,
         }
+
+
+@dataclass
+class ConfigFields:
+    """Config keys a plugin added (``adapt_register_config``): the model holding them, where they go."""
+
+    model: type
+    section: str | None
+    owner: PluginInfo
 
 
 def _split_env(var: str) -> set[str] | None:
@@ -99,10 +119,14 @@ class Registry:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager("adapt")
         self.pm.add_hookspecs(hookspecs)
+        if os.environ.get("ADAPT_TRACE_PLUGINS"):
+            self.pm.add_hookcall_monitoring(self._trace_call, lambda *args: None)
         self.plugins: dict[str, PluginInfo] = {}
         self.objects: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
         self.owners: dict[tuple[str, str], PluginInfo] = {}
         self.conflicts: dict[tuple[str, str], list[PluginInfo]] = {}
+        self.config_fields: list[ConfigFields] = []
+        self._caller: PluginInfo | None = None  # the plugin whose hook implementation is running
 
     # loading -------------------------------------------------------------------------------
     def load(self) -> Registry:
@@ -124,7 +148,8 @@ class Registry:
                               version=ep.dist.version if ep.dist else None)
             self._register_module(info, ep.load)
         for kind in KINDS:
-            self._collect(kind)
+            getattr(self.pm.hook, f"adapt_register_{kind}s")(register=self._registrar(kind))
+        self.pm.hook.adapt_register_config(register=self._add_config)
         return self
 
     def _register_module(self, info: PluginInfo, load: Callable[[], Any]) -> None:
@@ -143,39 +168,47 @@ class Registry:
             known = ", ".join(sorted(h for h in dir(hookspecs) if h.startswith("adapt_")))
             info.errors.append(f"invalid hook implementation: {exc} (known hooks: {known})")
             return
-        info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(module) or [])
+        callers = self.pm.get_hookcallers(module) or []
+        info.hooks = sorted(caller.name for caller in callers)
+        for caller in callers:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is module and not (impl.wrapper or impl.hookwrapper):
+                    impl.function = self._guarded(info, caller.name, impl.function)  # type: ignore[misc]
 
-    def call_each(self, hook: str, **kwargs: Any) -> Iterator[tuple[PluginInfo, Any]]:
-        """Call every implementation of ``hook`` separately, yielding (plugin, result or error),
-        so that one plugin's failure is reported against it and does not stop the others."""
-        for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
-            info = self.plugins[impl.plugin_name]
-            _trace(f"{hook}({', '.join(kwargs)}) -> {info.name}")
+    def _guarded(self, info: PluginInfo, hook: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        """``function`` (a plugin's implementation of ``hook``) as pluggy calls it: its failure is
+        recorded against the plugin (registration hooks) or warned about (the others), and the
+        call goes on with the next plugin."""
+
+        @functools.wraps(function)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            caller, self._caller = self._caller, info
             try:
-                yield info, impl.function(*[kwargs[arg] for arg in impl.argnames])
+                return function(*args, **kwargs)
             except Exception as exc:
-                yield info, exc
+                if hook in PASS_ERRORS:
+                    raise
+                if hook.startswith("adapt_register_"):
+                    info.errors.append(f"{hook} raised {_error_text(exc)}")
+                else:
+                    log.warning("plugin %s failed in %s: %s", info.label, hook, _error_text(exc))
+                return None
+            finally:
+                self._caller = caller
 
-    def _collect(self, kind: str) -> None:
-        for info, error in self._register_calls(kind):
-            if error is not None:
-                info.errors.append(f"adapt_register_{kind}s raised {_error_text(error)}")
+        return call
 
-    def _register_calls(self, kind: str) -> Iterator[tuple[PluginInfo, Any]]:
-        hook = f"adapt_register_{kind}s"
-        for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
-            info = self.plugins[impl.plugin_name]
-            _trace(f"{hook}(register) -> {info.name}")
-            try:
-                impl.function(self._registrar(kind, info))
-                yield info, None
-            except Exception as exc:
-                yield info, exc
+    def _trace_call(self, hook: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+        for impl in reversed(impls):  # pluggy calls the last registered first
+            _trace(f"{hook}({', '.join(kwargs)}) -> {impl.plugin_name}")
 
-    def _registrar(self, kind: str, info: PluginInfo) -> Callable[[Any], None]:
+    def _registrar(self, kind: str) -> Callable[[Any], None]:
         base = KINDS[kind]
 
         def register(obj: Any) -> None:
+            info = self._caller
+            if info is None:
+                raise TypeError("register() is for the plugin's own registration hook")
             if isinstance(obj, type):
                 raise TypeError(f"register() takes a {base.__name__} instance, not the class {obj.__name__}")
             if not isinstance(obj, base):
@@ -198,6 +231,33 @@ class Registry:
             info.registered.setdefault(kind, []).append(name)
 
         return register
+
+    def _add_config(self, fields: type, section: str | None = None) -> None:
+        """``register`` of ``adapt_register_config``: the fields of a pydantic model become keys
+        of the run config, at the top level or in a core section."""
+        from pydantic import BaseModel
+
+        info = self._caller
+        if info is None:
+            raise TypeError("register() is for the plugin's own adapt_register_config hook")
+        if not (isinstance(fields, type) and issubclass(fields, BaseModel)):
+            raise TypeError(f"register() takes a pydantic model class whose fields are config keys, got {fields!r}")
+        if section not in CONFIG_SECTIONS:
+            raise ValueError(f"register(section={section!r}): packs add keys to the top level (None) or to "
+                             f"{', '.join(s for s in CONFIG_SECTIONS if s)}")
+        prefix = f"{section}." if section else ""
+        for other in self.config_fields:
+            shared = set(fields.model_fields) & set(other.model.model_fields)
+            if other.section == section and shared:
+                key = prefix + sorted(shared)[0]
+                message = (f"config key {key} is added by two plugins: {other.owner.label} ({other.owner.name}) "
+                           f"and {info.label} ({info.name}); uninstall one, or disable one with "
+                           f"ADAPT_DISABLE_PLUGINS={info.name}")
+                for owner in (other.owner, info):
+                    owner.errors.append(message)
+                return
+        self.config_fields.append(ConfigFields(fields, section, info))
+        info.registered.setdefault("config", []).extend(prefix + name for name in fields.model_fields)
 
     # lookup --------------------------------------------------------------------------------
     def names(self, kind: str) -> list[str]:
@@ -224,16 +284,12 @@ class Registry:
         raise PluginError(message)
 
     def owner(self, kind: str, name: str) -> PluginInfo | None:
+        """The plugin that registered ``name`` (its distribution, version...), if any."""
         return self.owners.get((kind, name))
 
     def notify(self, hook: str, **kwargs: Any) -> None:
         """Call a lifecycle hook on every plugin; a failing plugin is warned about, not fatal."""
-        import logging
-
-        for info, outcome in self.call_each(hook, **kwargs):
-            if isinstance(outcome, Exception):
-                logging.getLogger("adapt").warning(
-                    "plugin %s failed in %s: %s", info.label, hook, _error_text(outcome))
+        getattr(self.pm.hook, hook)(**kwargs)
 
 
 def _version(dist: str) -> str | None:
@@ -254,9 +310,3 @@ def get_registry() -> Registry:
     if _registry is None:
         _registry = Registry().load()
     return _registry
-
-
-def reset_registry() -> None:
-    """Forget the loaded plugins (tests, or after installing a pack in-process)."""
-    global _registry
-    _registry = None

@@ -1,11 +1,2 @@
-"""Training engines of the core. Each is imported only when a run uses it."""
-
-from __future__ import annotations
-
-import importlib
-from types import ModuleType
-
-
-def get_engine(name: str) -> ModuleType:
-    """The engine module (``train(run)``, ``evaluate(...)``, ``predict(...)``) named by a task."""
-    return importlib.import_module(f"adapt.engines.{name}")
+"""The core's training engine (the HF Trainer), registered by :mod:`adapt.builtins` and imported
+only when a run uses it."""

@@ -1,5 +1,6 @@
-"""HF Trainer engine: maps the common training parameters onto TrainingArguments and callbacks,
-and runs a task's training, evaluation and prediction through ``transformers.Trainer``."""
+"""HF Trainer engine: maps the common training parameters and the backend's data-parallel
+settings onto TrainingArguments and callbacks, and runs a task's training and evaluation
+through ``transformers.Trainer`` (:class:`adapt.builtins.HFEngine` registers it)."""
 
 from __future__ import annotations
 
@@ -23,25 +24,12 @@ from transformers import (
 )
 from transformers.trainer_callback import ProgressCallback
 
-from adapt.config import TrainingConfig
-from adapt.engines.common import (
-    data_splits,
-    finish,
-    log_effective_batch,
-    raise_if_interrupted,
-    stop_everywhere,
-    stop_on_signals,
-)
+from adapt.api import Parallel
+from adapt.config import OPTIMIZERS, SCHEDULERS, TrainingConfig, optim_args
 from adapt.errors import ConfigError, StorageError
-from adapt.run import Run, load_for_training, steps_per_epoch
-from adapt.saving import load_run_model
+from adapt.run import Run
 
 log = logging.getLogger("adapt")
-
-OPTIM_ALIASES = {"adamw_hf": "adamw_torch", "adamw": "adamw_torch"}
-SCHEDULER_ALIASES = {"warmup_linear": "linear", "warmup_cosine": "cosine",
-                     "warmup_cosine_with_restarts": "cosine_with_restarts",
-                     "warmup_polynomial": "polynomial", "warmup_constant": "constant_with_warmup"}
 
 
 def _device(t: TrainingConfig) -> dict[str, bool]:
@@ -76,14 +64,14 @@ def training_arguments(run: Run, n_train: int, has_eval: bool, **extra: Any) -> 
     eval_steps = t.eval_steps
     if eval_strategy != "no" and t.evaluation_steps_interval > 0:
         eval_strategy = "steps"
-        eval_steps = max(1, round(t.evaluation_steps_interval * steps_per_epoch(run, n_train)))
+        eval_steps = max(1, round(t.evaluation_steps_interval * run.steps_per_epoch(n_train)))
     save_strategy = t.save_strategy or (eval_strategy if eval_strategy != "no" else "epoch")
     save_steps = t.save_steps or eval_steps
     load_best = eval_strategy != "no" and save_strategy != "no"
     if load_best and save_strategy == "steps" and save_steps % eval_steps:
         raise ConfigError(f"training.save_steps ({save_steps}) must be a multiple of the evaluation "
                           f"interval ({eval_steps} steps) so that the best checkpoint can be kept")
-    optim = OPTIM_ALIASES.get(t.optim, t.optim)
+    optim = OPTIMIZERS[t.optim].hf
     if optim != t.optim:
         log.info("optim %s is not in transformers 5; using %s (the same AdamW)", t.optim, optim)
     metric = t.metric_for_best_model.removeprefix("eval_")
@@ -93,9 +81,9 @@ def training_arguments(run: Run, n_train: int, has_eval: bool, **extra: Any) -> 
         per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_eval_batch_size,
         auto_find_batch_size=t.auto_find_batch_size, optim=optim,
-        optim_args=t.extra_optim_args.replace("; ", ",") if t.extra_optim_args else None,
+        optim_args=",".join(f"{k}={v}" for k, v in optim_args(t.extra_optim_args).items()) or None,
         learning_rate=t.learning_rate,
-        lr_scheduler_type=SCHEDULER_ALIASES.get(t.lr_scheduler_type, t.lr_scheduler_type),
+        lr_scheduler_type=SCHEDULERS[t.lr_scheduler_type],
         warmup_steps=t.warmup_steps, weight_decay=t.weight_decay,
         adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_epsilon=t.adam_epsilon,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -118,9 +106,33 @@ def training_arguments(run: Run, n_train: int, has_eval: bool, **extra: Any) -> 
         average_tokens_across_devices=False,
         **_device(t),
     )
-    kwargs.update(run.backend.engine_settings("hf", run))
+    kwargs.update(_parallel(run.parallel))
     kwargs.update(extra)
     return _arguments(run, kwargs)
+
+
+def _parallel(parallel: Parallel | None) -> dict[str, Any]:
+    """TrainingArguments fields for a backend's data-parallel strategy (the Trainer itself joins
+    torchrun's process group)."""
+    if parallel is None:
+        return {}
+    settings: dict[str, Any] = {"ddp_backend": parallel.dist_backend}
+    if parallel.strategy == "ddp":
+        settings["ddp_find_unused_parameters"] = parallel.find_unused_parameters
+    elif parallel.strategy == "deepspeed":
+        settings["deepspeed"] = parallel.deepspeed_config  # the Trainer fills its "auto" values
+    elif parallel.strategy == "fsdp":
+        p = parallel.fsdp
+        config: dict[str, Any] = {  # transformers 5 runs FSDP2; HFEngine.check refused FSDP1-only settings
+            "version": 2, "reshard_after_forward": p.sharding_strategy == "FULL_SHARD", "cpu_offload": p.offload_params,
+            "auto_wrap_policy": p.auto_wrap_policy, "cpu_ram_efficient_loading": p.cpu_ram_efficient_loading,
+            "state_dict_type": p.state_dict_type}
+        if p.auto_wrap_policy == "SIZE_BASED_WRAP":
+            config["min_num_params"] = p.min_num_params
+        elif p.transformer_layer_cls_to_wrap:
+            config["transformer_layer_cls_to_wrap"] = p.transformer_layer_cls_to_wrap
+        settings.update(fsdp=True, fsdp_config=config)
+    return settings
 
 
 class ProgressBar(ProgressCallback):
@@ -138,26 +150,17 @@ def _progress(trainer: Trainer) -> Trainer:
 
 
 class RunCallback(TrainerCallback):
-    """Writes every log to metrics.jsonl, tells the plugins, and stops cleanly on SIGTERM."""
+    """Records every log in the run (metrics.jsonl, the plugins) and stops cleanly on SIGTERM."""
 
     def __init__(self, run: Run) -> None:
         self.run = run
-        self.stop_requested: str | None = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
-        if not logs or not state.is_world_process_zero:
-            return
-        record = {"step": state.global_step, "epoch": state.epoch, **logs}
-        with self.run.path("metrics.jsonl").open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-        log.info("step %d: %s", state.global_step,
-                 ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items()))
-        self.run.registry.notify("adapt_metrics_logged", run=self.run, metrics=dict(logs),
-                                 step=state.global_step)
+        if logs:
+            self.run.log_metrics(state.global_step, logs, state.epoch)
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
-        stop_everywhere(self)
-        if self.stop_requested:
+        if self.run.should_stop():
             control.should_save = True
             control.should_training_stop = True
         return control
@@ -238,33 +241,26 @@ def train(run: Run) -> dict[str, Any]:
 def _train(run: Run) -> dict[str, Any]:
     t = run.training
     transformers.set_seed(t.seed)
-    task = run.task
-    loaded, params = load_for_training(run)
+    loaded, params = run.load_for_training()
 
-    data = task.load_data(run, loaded, data_splits(run))
+    data = run.task.load_data(run, loaded, run.data_files())
     train_ds, eval_ds, test_ds = data["train"], data.get("validation"), data.get("test")
     args = training_arguments(run, len(train_ds), eval_ds is not None)
-    log_effective_batch(run, args.per_device_train_batch_size, args.gradient_accumulation_steps)
 
-    callback = RunCallback(run)
-    callbacks: list[TrainerCallback] = [callback]
+    callbacks: list[TrainerCallback] = [RunCallback(run)]
     if t.apply_early_stopping:
         callbacks.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
     trainer = _trainer(run, loaded, args, train_dataset=train_ds, eval_dataset=eval_ds, callbacks=callbacks)
 
     resume = _resume_path(run)
     try:
-        with stop_on_signals(callback):
+        with run.catch_stop_signals():
             output = trainer.train(resume_from_checkpoint=resume)
     except (RuntimeError, ValueError) as exc:
-        signs = ("Error(s) in loading state_dict", "size mismatch", "Missing key", "optimizer's group")
-        if resume and any(sign in str(exc) for sign in signs):
-            detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line or "Missing" in line),
-                          str(exc).splitlines()[0])
-            raise ConfigError(f"training.resume_from_checkpoint: {resume} does not fit this model (written for another "
-                              f"model or method?): {detail}") from None
+        if resume:
+            run.resume_mismatch(exc, resume)
         raise
-    raise_if_interrupted(run, callback.stop_requested)
+    run.raise_if_stopped()
 
     metrics: dict[str, Any] = {"train": output.metrics, **params, "train_batch_size": trainer._train_batch_size}
     if t.auto_find_batch_size and trainer._train_batch_size != t.per_device_train_batch_size:
@@ -277,7 +273,7 @@ def _train(run: Run) -> dict[str, Any]:
         metrics["validation"] = trainer.evaluate(eval_ds)
     if test_ds is not None:  # before saving: merging changes rank 0's model, and workers must stay alike
         metrics["test"] = trainer.evaluate(test_ds, metric_key_prefix="test")
-    return finish(run, loaded, trainer.model, metrics)
+    return run.finish(loaded, trainer.model, metrics)
 
 
 def _trainer(run: Run, loaded: Any, args: TrainingArguments, **kwargs: Any) -> Trainer:
@@ -297,14 +293,7 @@ def _eval_trainer(run: Run, loaded: Any, folder: str) -> Trainer:
 
 def evaluate(run: Run, model_dir: str, path: str) -> dict[str, Any]:
     """Metrics of a saved model on one data file."""
-    loaded = load_run_model(run, model_dir)
+    loaded = run.load_saved(model_dir)
     data = run.task.load_data(run, loaded, {"test": path})
     with tempfile.TemporaryDirectory() as tmp:
         return _eval_trainer(run, loaded, tmp).evaluate(data["test"], metric_key_prefix="test")
-
-
-def predict(run: Run, model_dir: str, path: str) -> list[dict[str, Any]]:
-    """Predictions of a saved model on one data file (the task decides their shape)."""
-    loaded = load_run_model(run, model_dir)
-    loaded.model.eval()
-    return run.task.predict(run, loaded, path)

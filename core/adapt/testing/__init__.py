@@ -19,8 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from adapt.api import Backend, LoadedModel, Method, Saver, Task
-from adapt.run import ENGINES
+from adapt.api import Backend, Engine, LoadedModel, Method, Saver, Task
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TOPIC_WORDS = {
@@ -267,12 +266,26 @@ def run_adapt(*args: str, cwd: str | Path | None = None, env: dict[str, str] | N
 
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (for servers and rendezvous that tests start)."""
-    import socket
+    """A TCP port free on this machine now (for servers and rendezvous that tests start)."""
+    from torch.distributed.elastic.utils.distributed import get_free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return get_free_port()
+
+
+def resolved(config: dict[str, Any], purpose: str = "train") -> Any:
+    """The :class:`adapt.Run` of a run config (a dict, as in a YAML file), resolved against the
+    installed plugins as ``adapt train`` resolves it; nothing runs."""
+    from adapt.config import parse_config
+    from adapt.resolve import resolve
+
+    return resolve(parse_config(config), purpose=purpose)
+
+
+def adapted_model(config: dict[str, Any]) -> tuple[Any, LoadedModel]:
+    """The run of ``config`` and its model, loaded by the task and adapted by the method as
+    training would load it (which parameters train, what the method added)."""
+    run = resolved(config)
+    return run, run.load_adapted(run.model_source(), run.task.inspect_data(run))
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -297,17 +310,35 @@ def _check_named(obj: Any, base: type) -> None:
 
 
 def check_task(task: Task) -> None:
-    """A task is named, documented, on a known engine, and lists its metrics."""
+    """A task is named, documented, on an installed engine whose parameters it has, and lists its metrics."""
+    from adapt.plugins import get_registry
+
     _check_named(task, Task)
-    assert task.engine in ENGINES, f"{task!r}: engine {task.engine!r} is not one of {ENGINES}"
+    engines = get_registry().objects["engine"]
+    assert task.engine in engines, f"{task!r}: engine {task.engine!r} is not installed (engines: {', '.join(engines)})"
+    base = engines[task.engine].task_params
+    assert issubclass(task.Params, base), f"{task!r}: Params of engine {task.engine} tasks subclass {base.__name__}"
     assert all(isinstance(m, str) for m in task.metrics), f"{task!r}: metrics must be names"
     for hook in ("load_model", "load_data", "predict", "save_model"):
         assert getattr(type(task), hook) is not getattr(Task, hook), f"{task!r}: implement {hook}"
 
 
 def check_backend(backend: Backend) -> None:
+    """A backend is named, documented, launches workers, and names a strategy where it hands one over."""
     _check_named(backend, Backend)
     assert type(backend).launch is not Backend.launch, f"{backend!r}: implement launch"
+    if type(backend).parallel is not Backend.parallel:
+        assert backend.strategy, f"{backend!r}: parallel() hands over a strategy: name it in `strategy`"
+
+
+def check_engine(engine: Engine) -> None:
+    """An engine is named, documented, trains and evaluates, and says what it reads of its tasks."""
+    _check_named(engine, Engine)
+    for hook in ("train", "evaluate"):
+        assert getattr(type(engine), hook) is not getattr(Engine, hook), f"{engine!r}: implement {hook}"
+    assert all(isinstance(s, str) for s in engine.strategies), f"{engine!r}: strategies are names (ddp, fsdp...)"
+    assert isinstance(engine.task_params, type) and issubclass(engine.task_params, BaseModel), \
+        f"{engine!r}: task_params is the pydantic model its tasks' Params subclass"
 
 
 def method_run(head_modules: list[str] | None = None) -> Any:
@@ -329,7 +360,7 @@ def check_method(method: Method, make_model: Callable[[], tuple[Any, dict[str, A
     ``atol``. Returns what it measured."""
     import torch
 
-    from adapt.saving import adapter_state
+    from adapt.models import adapter_state
 
     _check_named(method, Method)
     params = params or method.Params()

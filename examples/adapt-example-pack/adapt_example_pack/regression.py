@@ -62,7 +62,9 @@ class TextRegression(Task):
         return table.map(encode, batched=True, batch_size=run.config.data.batch_size, remove_columns=table.column_names)
 
     def load_data(self, run: Any, loaded: LoadedModel, splits: dict[str, str]) -> dict[str, Any]:
-        return {split: self._encode(run, loaded, self._read(run, split, path), True) for split, path in splits.items()}
+        # run.read_splits carves data.validation_split off train and applies the row limits
+        tables = run.read_splits(splits, lambda split, path: self._read(run, split, path))
+        return {split: self._encode(run, loaded, table, True) for split, (table, _) in tables.items()}
 
     def data_collator(self, run: Any, loaded: LoadedModel) -> Any:
         from transformers import DataCollatorWithPadding

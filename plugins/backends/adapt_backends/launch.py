@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -16,9 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import yaml
-from adapt import AdaptError, ConfigError, Params
-from adapt.errors import RunInterrupted
-from adapt.run import LAUNCHED_ENV, check_output, has_checkpoint, new_folder, write_status
+from adapt import AdaptError, ConfigError, Params, RunInterrupted
 from pydantic import AliasChoices, Field
 
 log = logging.getLogger("adapt")
@@ -43,14 +40,10 @@ class LaunchParams(Params):
                                   "their checkpoint before torchrun kills them (torchrun's --shutdown-timeout; its own default is 30).")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun_args(p: LaunchParams, config_path: str) -> list[str]:
-    port = p.master_port or (_free_port() if p.num_nodes == 1 else 29500)
+    from torch.distributed.elastic.utils.distributed import get_free_port
+
+    port = p.master_port or (get_free_port() if p.num_nodes == 1 else 29500)
     args = ["--nproc_per_node", str(p.nproc_per_node), "--nnodes", str(p.num_nodes), "--max_restarts", "0",
             "--rdzv_backend", p.rdzv_backend, "--shutdown-timeout", str(p.shutdown_timeout)]
     if p.rdzv_backend == "static":
@@ -91,14 +84,15 @@ def relaunch(run: Any, params: LaunchParams) -> dict[str, Any]:
     arguments = torchrun_args(params, str(config_path))  # checks the launch settings first
     first_node = params.node_rank == 0  # the node that checks the run folder (set node_rank under c10d too)
     if first_node:
-        check_output(run)
-    fresh = new_folder(run)
+        run.check_output()
+    fresh = run.is_new_folder()
     run.output_dir.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(run.resolved_dict(), sort_keys=False), encoding="utf-8")
     world = params.nproc_per_node * params.num_nodes
     log.info("%s: starting %d worker process(es) on this node, %d in all (torchrun, %s rendezvous)",
              run.backend.name, params.nproc_per_node, world, params.rdzv_backend)
-    os.environ[LAUNCHED_ENV] = "new" if fresh else "existing"
+    workers = run.launch_environment(fresh)
+    os.environ.update(workers)
     started = time.time()
     try:
         with _workers_print_to_stderr():
@@ -116,15 +110,16 @@ def relaunch(run: Any, params: LaunchParams) -> dict[str, Any]:
         error = AdaptError(f"worker rank {rank} failed (exit code {code}) and the other workers were stopped; "
                            f"its error is above and in {run.path(log_name)}")
         error.exit_code = 2 if code == 2 else 1
-        if fresh and code == 2 and first_node and not has_checkpoint(run):
+        if fresh and code == 2 and first_node and not run.has_checkpoint():
             import shutil
 
             shutil.rmtree(run.output_dir, ignore_errors=True)  # bad input: leave nothing behind
         else:
-            write_status(run, "failed", failed_rank=rank, finished=time.time())
+            run.write_status("failed", failed_rank=rank, finished=time.time())
         raise error from None
     finally:
-        os.environ.pop(LAUNCHED_ENV, None)
+        for name in workers:
+            os.environ.pop(name, None)
         config_path.unlink(missing_ok=True)
     log.info("%s: workers finished in %.1f s", run.backend.name, time.time() - started)
     metrics = run.path("metrics.json")
@@ -135,13 +130,3 @@ def dist_backend(params: LaunchParams) -> str:
     import torch
 
     return params.dist_backend or ("nccl" if torch.cuda.is_available() else "gloo")
-
-
-def hf_ddp_settings(params: LaunchParams) -> dict[str, Any]:
-    return {"ddp_backend": dist_backend(params)}
-
-
-def mmengine_ddp_settings(params: LaunchParams, find_unused_parameters: bool = False) -> dict[str, Any]:
-    """MMEngine Runner arguments for data parallel training in a torchrun worker."""
-    return {"launcher": "pytorch", "env_cfg": {"dist_cfg": {"backend": dist_backend(params)}},
-            "model_wrapper_cfg": {"type": "MMDistributedDataParallel", "find_unused_parameters": find_unused_parameters}}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from adapt.testing import free_port, install_fake_plugin, run_adapt
+from adapt.testing import free_port, install_fake_plugin, resolved, run_adapt
 from safetensors.torch import load_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]  # one distributed job at a time
@@ -160,12 +160,10 @@ def test_combinations_that_cannot_work_fail_before_any_worker(extra, message, ti
 
 
 def test_azure_ml_launch_names_are_accepted(tiny_bert_dir, text_data, tmp_path: Path) -> None:
-    from adapt.config import parse_config
-    from adapt.run import resolve
 
-    run = resolve(parse_config({"task": "text_classification", "backend": "ddp", "model": tiny_bert_dir,
-                                "data": {"train": text_data["train"]},
-                                "backend_params": {"number_of_gpu_to_use_finetuning": 4, "num_nodes_finetune": 2}}))
+    run = resolved({"task": "text_classification", "backend": "ddp", "model": tiny_bert_dir,
+                    "data": {"train": text_data["train"]},
+                    "backend_params": {"number_of_gpu_to_use_finetuning": 4, "num_nodes_finetune": 2}})
     assert (run.backend_params.nproc_per_node, run.backend_params.num_nodes) == (4, 2)
 
 

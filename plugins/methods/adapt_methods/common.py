@@ -84,7 +84,7 @@ def tied(model: Any) -> set[str]:
 
 
 class QuantizationParams(Params):
-    """bitsandbytes loading options (names and defaults of the adapt-algorithms spec)."""
+    """bitsandbytes loading options (nyuntam adapt's names and defaults)."""
 
     load_in_4bit: bool = Field(False, description="Load the frozen base model in 4 bit (QLoRA / QDoRA / Q-SSF).")
     bnb_4bit_compute_dtype: Literal["float32", "float16", "bfloat16"] = Field(

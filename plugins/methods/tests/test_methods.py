@@ -156,8 +156,6 @@ def test_quantized_forms_train_on_cpu(name: str, bits: int, bert_dir: str) -> No
 
 @pytest.mark.parametrize("name", ["qlora", "qssf"])
 def test_quantize_embeddings_stores_frozen_tables_in_4_bit(name: str, bert_dir: str) -> None:
-    from adapt.plan import memory_estimate
-
     method = BY_NAME[name]
     plain = method.Params(bnb_4bit_compute_dtype="float32")
     params = method.Params(bnb_4bit_compute_dtype="float32", quantize_embeddings=True)
@@ -167,7 +165,7 @@ def test_quantize_embeddings_stores_frozen_tables_in_4_bit(name: str, bert_dir: 
     assert tables and set(tables.values()) == {"FrozenEmbedding4bit"}, tables
     assert not any("_embeddings" in k for k in model.state_dict())  # rebuilt from the base on reload, never saved
     baseline = method.apply(make()[0], plain, method_run(["classifier"]))
-    assert memory_estimate(model, "adamw_torch")["weights_bytes"] < memory_estimate(baseline, "adamw_torch")["weights_bytes"]
+    assert stored_bytes(model) < stored_bytes(baseline)
     report = check_method(method, make, head_modules=["classifier"], params=params)  # trains; adapter reloads exactly
     assert only(report["trainable"], r"lora_", r"ssf_", r"classifier\.")
 
@@ -243,3 +241,7 @@ def test_lora_on_grouped_conv_is_kept_unmerged() -> None:
     params = method.Params(target_modules=["depthwise"], r=8)
     model = method.apply(TinyCNN(), params, method_run(["fc"]))
     assert method.merge(model, params) is None
+
+
+def stored_bytes(model) -> int:  # noqa: ANN001 - the weights and buffers as stored (4-bit weights packed)
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])

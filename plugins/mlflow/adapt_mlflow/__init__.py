@@ -1,5 +1,6 @@
 """adapt-mlflow: the ``mlflow`` saver (an MLflow model of every task), MLflow model folders as a
-model source (``model.mlflow_model_path``), tracking of every run, and ``adapt runs``.
+model source (``model.mlflow_model_path``), tracking of every run (the ``tracking`` section), and
+``adapt runs``.
 
 mlflow itself is imported only when a run saves, loads or tracks, never at plugin load.
 """
@@ -13,12 +14,19 @@ from adapt import Saver, hookimpl
 
 from adapt_mlflow import tracking
 from adapt_mlflow.saver import MlflowSaver
+from adapt_mlflow.settings import MlflowModelSettings, MlflowRunSettings
 from adapt_mlflow.source import model_source
 
 
 @hookimpl
 def adapt_register_savers(register: Callable[[Saver], None]) -> None:
     register(MlflowSaver())
+
+
+@hookimpl
+def adapt_register_config(register: Callable[..., None]) -> None:
+    register(MlflowRunSettings)
+    register(MlflowModelSettings, section="model")
 
 
 @hookimpl

@@ -13,11 +13,10 @@ class AdaptPyfuncModel:
     """An adapt model folder loaded once, predicting on DataFrames of raw inputs."""
 
     def __init__(self, model_dir: str) -> None:
-        from adapt.run import model_run
-        from adapt.saving import load_run_model
+        from adapt import saved_run
 
-        self.run = model_run(Path(model_dir), [], "predict")
-        self.loaded = load_run_model(self.run, model_dir)
+        self.run = saved_run(Path(model_dir))
+        self.loaded = self.run.load_saved(model_dir)
         self.loaded.model.eval()
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:

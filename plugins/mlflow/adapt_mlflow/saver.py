@@ -18,8 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from adapt import LoadedModel, Saver
-from adapt.errors import ModelError
+from adapt import LoadedModel, ModelError, Saver, model_info
 
 log = logging.getLogger("adapt")
 LOADER = "adapt_mlflow.pyfunc"
@@ -75,9 +74,11 @@ class MlflowSaver(Saver):
     description = ("An MLflow model: mlflow.pyfunc.load_model predicts on raw inputs like adapt predict "
                    "(plus the transformers flavour where a pipeline exists).")
 
+    def default_for(self, config: Any) -> bool:
+        return config.save_as_mlflow_model is not False
+
     def save(self, loaded: LoadedModel, folder: str, run: Any) -> list[str]:
         import mlflow
-        from adapt.saving import read_info
         from mlflow.models import infer_signature
 
         from adapt_mlflow.pyfunc import AdaptPyfuncModel
@@ -88,7 +89,7 @@ class MlflowSaver(Saver):
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             data = Path(tmp) / DATA
             _link_tree(run.path("model"), data)
-            info = read_info(data)
+            info = model_info(data)
             adapter = info["format"] == "adapter"
             base = info.get("base_model")
             if adapter and base and Path(base).is_dir():  # ship the base model: the folder stands alone

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from adapt.errors import ConfigError, ModelError
+from adapt import ConfigError, ModelError, model_info, saved_run
 
 log = logging.getLogger("adapt")
 STAGE = "mlflow_source"  # in the run folder: the MLflow model as a folder tasks load
@@ -69,15 +69,12 @@ def model_source(run: Any, reference: dict[str, Any]) -> str | None:
 def _from_adapt(run: Any, model_dir: Path) -> str:
     """An adapt model folder: a merged model loads as it is; an unmerged adapter is rebuilt on its
     base and merged into a plain model first."""
-    from adapt.run import model_run
-    from adapt.saving import load_run_model, read_info
-
-    info = read_info(model_dir)
+    info = model_info(model_dir)
     if info["format"] == "native":
         log.info("model.mlflow_model_path: the %s model in %s", info["task"], model_dir)
         return str(model_dir)
-    saved = model_run(model_dir, [], "predict", run.registry)
-    loaded = load_run_model(saved, model_dir)
+    saved = saved_run(model_dir, registry=run.registry)
+    loaded = saved.load_saved(model_dir)
     params = saved.method_params
     if "merge_weights" in type(params).model_fields:  # saved unmerged by choice: merge it now
         params = params.model_copy(update={"merge_weights": True})

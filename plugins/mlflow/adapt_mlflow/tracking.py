@@ -134,7 +134,7 @@ def runs_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Recent tracked runs (adapt-mlflow) with their status and key metrics."""
-    from adapt.errors import ConfigError
+    from adapt import ConfigError
 
     uri = tracking_uri(uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():

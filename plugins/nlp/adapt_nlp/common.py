@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapt import DataError, LoadedModel, ModelError, Task, first_line, read_table, require_columns, split_off
+from adapt import DataError, LoadedModel, ModelError, Task, first_line, read_table, require_columns
 
 # Tokenizers that must be told a word-split input starts a new word (byte-level BPE).
 PREFIX_SPACE_FAMILIES = {"gpt2", "roberta", "longformer", "bart", "mvp", "deberta"}
@@ -29,19 +29,8 @@ class TextTask(Task):
         return table
 
     def read_splits(self, run: Any, splits: dict[str, str]) -> dict[str, tuple[Any, str]]:
-        """Each split's table and where it came from: validation carved from train when asked,
-        row limits applied."""
-        data = run.config.data
-        tables = {split: (self.read(run, split, path), path) for split, path in splits.items()}
-        if "train" in tables and "validation" not in tables and data.validation_split > 0:
-            train, validation = split_off(tables["train"][0], data.validation_split, run.training.seed)
-            tables["validation"] = (validation, f"{tables['train'][1]} (validation_split)")
-            tables["train"] = (train, tables["train"][1])
-        for split, (table, path) in list(tables.items()):
-            limit = data.max_train_samples if split == "train" else data.max_eval_samples
-            if limit and len(table) > limit:
-                tables[split] = (table.select(range(limit)), path)
-        return tables
+        """Each split's table and where it came from (validation_split and row limits applied)."""
+        return run.read_splits(splits, lambda split, path: self.read(run, split, path))
 
     def check_text(self, table: Any, column: str, path: str, split: str) -> None:
         for row, value in enumerate(table[column], 1):

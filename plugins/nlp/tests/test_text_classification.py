@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from adapt import read_table
-from adapt.testing import check_task, text_classification_rows, write_jsonl
+from adapt.testing import check_task, resolved, text_classification_rows, write_jsonl
 from adapt_nlp.text_classification import TextClassification
 
 
@@ -114,15 +114,10 @@ def test_text_pairs_and_custom_columns(adapt_cli, tiny_bert_dir, tmp_path) -> No
 
 
 def test_row_limits_and_validation_split(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    from adapt.config import DataConfig, TrainingConfig
-
     rows = write_jsonl(tmp_path / "rows.jsonl", [{**r, "id": i} for i, r in enumerate(text_classification_rows(50))])
     task = TextClassification()
-    run = SimpleNamespace(task_params=task.Params(), training=TrainingConfig(),
-                          config=SimpleNamespace(data=DataConfig(train=rows, validation_split=0.2, max_train_samples=30,
-                                                                 max_eval_samples=4)))
+    run = resolved({"task": "text_classification", "model": "m", "data": {
+        "train": rows, "validation_split": 0.2, "max_train_samples": 30, "max_eval_samples": 4}})
     tables = task.read_splits(run, {"train": rows})
     assert len(tables["train"][0]) == 30 and len(tables["validation"][0]) == 4  # 40 / 10 split, then limited
     assert not set(tables["train"][0]["id"]) & set(tables["validation"][0]["id"])  # carved off, not copied

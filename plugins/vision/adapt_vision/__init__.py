@@ -1,12 +1,14 @@
-"""adapt-vision: image classification (HF Trainer) and mmdet / mmpose tasks (MMEngine)."""
+"""adapt-vision: image classification (HF Trainer), mmdet / mmpose tasks and the MMEngine engine
+they run on."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from adapt import Task, hookimpl
+from adapt import Engine, Task, hookimpl
 
 from adapt_vision.detection import InstanceSegmentation, ObjectDetection
+from adapt_vision.engine import MMEngineEngine
 from adapt_vision.image_classification import ImageClassification, ImageClassificationMultilabel
 from adapt_vision.pose import PoseDetection
 
@@ -17,3 +19,8 @@ TASKS = (ImageClassification, ImageClassificationMultilabel, ObjectDetection, In
 def adapt_register_tasks(register: Callable[[Task], None]) -> None:
     for task in TASKS:
         register(task())
+
+
+@hookimpl
+def adapt_register_engines(register: Callable[[Engine], None]) -> None:
+    register(MMEngineEngine())

@@ -39,9 +39,6 @@ class ObjectDetection(OpenMMLabTask):
         if unknown:
             raise DataError(f"task_params.class_list: {', '.join(unknown)} is not a category of {run.config.data.train} "
                             f"(categories: {', '.join(names)})")
-        if run.config.data.validation_split:
-            raise DataError("data.validation_split: COCO tasks take validation data as its own annotation file "
-                            "(--validation val.json)")
         kept = [c for c in coco["categories"] if c["name"] in classes]
         return {"classes": [c["name"] for c in kept], "category_ids": [c["id"] for c in kept]}
 
@@ -77,7 +74,7 @@ class ObjectDetection(OpenMMLabTask):
                 raise DataError(f"{split} data {path}: its categories are in another order than the training file's "
                                 f"({', '.join(classes)}); mmdet numbers classes in file order")
             self.check_images(run, split, path, coco)
-            limit = run.config.data.max_train_samples if split == "train" else run.config.data.max_eval_samples
+            limit = run.data_limit(split)
             size = min(len(coco["images"]), limit or len(coco["images"]))
             dataset = {"type": "CocoDataset", "ann_file": str(Path(path).resolve()),
                        "data_prefix": {"img": str(self.image_root(run, path)) + "/"},

@@ -92,24 +92,11 @@ class ImageClassification(Task):
             check_readable(image, split, path)
 
     def load_data(self, run: Any, loaded: LoadedModel, splits: dict[str, str]) -> dict[str, Any]:
-        from adapt import split_off
-
-        p, data = run.task_params, run.config.data
+        p = run.task_params
         if p.number_of_workers is not None:
             run.training.dataloader_num_workers = p.number_of_workers
-        tables = {split: (self.rows(run, split, path), path) for split, path in splits.items()}
-        if "train" in tables and "validation" not in tables and data.validation_split > 0:
-            import datasets
-
-            table = datasets.Dataset.from_dict({"i": list(range(len(tables["train"][0])))})
-            train, validation = split_off(table, data.validation_split, run.training.seed)
-            rows = tables["train"][0]
-            tables["validation"] = ([rows[i] for i in validation["i"]], f"{splits['train']} (validation_split)")
-            tables["train"] = ([rows[i] for i in train["i"]], splits["train"])
         out = {}
-        for split, (rows, path) in tables.items():
-            limit = data.max_train_samples if split == "train" else data.max_eval_samples
-            rows = rows[:limit] if limit else rows
+        for split, (rows, path) in run.read_splits(splits, lambda split, path: self.rows(run, split, path)).items():
             self.check_images(rows, split, path, loaded.meta["labels"])
             out[split] = ImageDataset(rows, loaded.meta["labels"], self.transform(run, loaded, split == "train"),
                                       self.multi_label)

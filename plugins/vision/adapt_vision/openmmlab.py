@@ -10,9 +10,10 @@ import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
-from adapt import DataError, LoadedModel, MMEngineParams, ModelError, PluginError, Task, first_line
+from adapt import DataError, LoadedModel, ModelError, PluginError, Task, first_line
 from pydantic import Field
 
+from adapt_vision.engine import MMEngineParams
 from adapt_vision.images import IMAGE_SUFFIXES, check_readable
 
 log = logging.getLogger("adapt")
@@ -38,6 +39,7 @@ class OpenMMLabTask(Task):
 
     engine = "mmengine"
     eval_loss = False
+    carves_validation = False  # a COCO file's images and annotations: validation is its own file
     package: ClassVar[str] = "mmdet"
     evaluators: ClassVar[str] = "adapt_vision.metrics"  # the module that registers the task's evaluators
     install_hint: ClassVar[str] = "pip install adapt-vision"
@@ -106,12 +108,12 @@ class OpenMMLabTask(Task):
         except Exception as exc:  # a config is Python: any error in it
             raise ModelError(f"model {source}: the config could not be read: {first_line(exc)}") from None
         p = run.task_params
-        if getattr(p, "cfg_options", None) and not (saved and saved.is_file()):
+        if p.cfg_options and not (saved and saved.is_file()):
             cfg.merge_from_dict(p.cfg_options)
         if "model" not in cfg:
             raise ModelError(f"model {source}: {path} has no `model` section")
         self.shape_config(cfg, meta, p)
-        checkpoint = getattr(p, "checkpoint", None)
+        checkpoint = p.checkpoint
         if checkpoint or (saved and saved.is_file()):
             _drop_pretrained(cfg.model)  # the weights come from the checkpoint
         if not checkpoint and not (saved and saved.is_file()) and not _has_pretrained(cfg.model):
@@ -166,7 +168,11 @@ class OpenMMLabTask(Task):
         return [name for name in self.head_names if hasattr(model, name)]
 
     def engine_settings(self, run: Any, loaded: LoadedModel) -> dict[str, Any]:
-        return {"default_scope": self.package}
+        settings: dict[str, Any] = {"default_scope": self.package}
+        if run.task_params.auto_scale_lr:  # scaled against the model config's batch size (its auto_scale_lr)
+            base = (loaded.state.get("auto_scale_lr") or {}).get("base_batch_size", 16)
+            settings["auto_scale_lr"] = {"enable": True, "base_batch_size": base}
+        return settings
 
     def save_model(self, loaded: LoadedModel, folder: str) -> None:
         from mmengine.config import Config

@@ -50,9 +50,6 @@ class PoseDetection(OpenMMLabTask):
         if len(categories) != 1:
             raise DataError(f"train data {path}: top-down pose needs exactly one category with `keypoints` names, "
                             f"found {len(categories)}")
-        if run.config.data.validation_split:
-            raise DataError("data.validation_split: COCO tasks take validation data as its own annotation file "
-                            "(--validation val.json)")
         category = categories[0]
         names = [str(k) for k in category["keypoints"]]
         sigmas = run.task_params.sigmas or [COCO_SIGMAS.get(k, 0.05) for k in names]
@@ -127,7 +124,7 @@ class PoseDetection(OpenMMLabTask):
                                 f"model's ({', '.join(meta['keypoints'])})")
             self.check_images(run, split, path, coco)
             instances = sum(1 for a in coco["annotations"] if any(a["keypoints"][2::3]))
-            limit = run.config.data.max_train_samples if split == "train" else run.config.data.max_eval_samples
+            limit = run.data_limit(split)
             size = min(instances, limit or instances)
             dataset = {"type": "CocoDataset", "data_mode": "topdown", "ann_file": str(Path(path).resolve()),
                        "data_prefix": {"img": str(self.image_root(run, path)) + "/"}, "metainfo": self.metainfo(meta),

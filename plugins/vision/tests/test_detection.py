@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from adapt.testing import check_task, read_metrics, run_adapt
+from adapt.testing import adapted_model, check_task, read_metrics, run_adapt
 
 sys.path.insert(0, str(Path(__file__).parent))
 import draw  # noqa: E402
@@ -114,14 +114,11 @@ def test_methods_train_exactly_their_parameters(coco: dict[str, str], tmp_path: 
     """Which parameters each method trains (in process), then a short run through the command: the
     saved model differs from the checkpoint exactly where the method trains."""
     import torch
-    from adapt.config import parse_config
-    from adapt.run import load_adapted, resolve
     from safetensors.torch import load_file
 
-    run = resolve(parse_config({"task": "object_detection", "method": method, "model": {"path": TINY},
-                                "data": {"train": coco["train"]}, "output": str(tmp_path / "x"),
-                                "task_params": {"checkpoint": coco["checkpoint"]}}))
-    loaded = load_adapted(run, TINY, run.task.inspect_data(run))
+    _, loaded = adapted_model({"task": "object_detection", "method": method, "model": {"path": TINY},
+                               "data": {"train": coco["train"]}, "output": str(tmp_path / "x"),
+                               "task_params": {"checkpoint": coco["checkpoint"]}})
     trainable = [n for n, p in loaded.model.named_parameters() if p.requires_grad]
     head = [n for n in trainable if ".bbox_head." in f".{n}"]
     rest = [n for n in trainable if n not in head]
@@ -232,12 +229,9 @@ def test_instance_segmentation_methods_train_heads_and_their_own_parameters(coco
                                                                           method: str) -> None:
     """Mask R-CNN's heads (RPN, and the RoI head with its box and mask heads) train with every
     method; besides them only the method's own parameters in backbone and neck."""
-    from adapt.config import parse_config
-    from adapt.run import load_adapted, resolve
 
-    run = resolve(parse_config({"task": "instance_segmentation", "method": method, "model": {"path": MASK_RCNN},
-                                "data": {"train": coco["train"]}, "output": str(tmp_path / "x")}))
-    loaded = load_adapted(run, MASK_RCNN, run.task.inspect_data(run))
+    _, loaded = adapted_model({"task": "instance_segmentation", "method": method, "model": {"path": MASK_RCNN},
+                               "data": {"train": coco["train"]}, "output": str(tmp_path / "x")})
     names = {n.removeprefix("base_model.model."): p.requires_grad for n, p in loaded.model.named_parameters()
              if ".original_module." not in n}  # peft's frozen copy of a trained head
     heads = [n for n in names if n.startswith(("rpn_head.", "roi_head."))]

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from adapt.testing import check_task, read_metrics, run_adapt
+from adapt.testing import adapted_model, check_task, read_metrics, run_adapt
 
 sys.path.insert(0, str(Path(__file__).parent))
 import draw  # noqa: E402
@@ -110,12 +110,10 @@ def test_quantized_methods_on_a_vit(folders: dict[str, str], tmp_path: Path, met
     ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
                                         num_attention_heads=2, intermediate_size=128)).save_pretrained(model_dir)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(model_dir)
-    from adapt.config import parse_config
-    from adapt.run import load_adapted, resolve
 
-    run = resolve(parse_config({"task": "image_classification", "method": method, "model": {"path": str(model_dir)},
-                                "data": {"train": folders["train"]}, "output": str(tmp_path / "x")}))
-    kinds = {type(m).__name__ for m in load_adapted(run, str(model_dir), run.task.inspect_data(run)).model.modules()}
+    _, loaded = adapted_model({"task": "image_classification", "method": method, "model": {"path": str(model_dir)},
+                               "data": {"train": folders["train"]}, "output": str(tmp_path / "x")})
+    kinds = {type(m).__name__ for m in loaded.model.modules()}
     assert "Linear4bit" in kinds, kinds
     out = tmp_path / "run"
     result = run_adapt("train", "--task", "image_classification", "--method", method, "--model", str(model_dir),

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from adapt.testing import check_task, read_metrics, run_adapt
+from adapt.testing import adapted_model, check_task, read_metrics, run_adapt
 
 sys.path.insert(0, str(Path(__file__).parent))
 import draw  # noqa: E402
@@ -101,12 +101,9 @@ def test_real_config_name_image_size_and_cfg_options(coco: dict[str, str], tmp_p
 
 @pytest.mark.parametrize("method", ["last_layer", "ssf", "lora"])
 def test_methods_train_exactly_their_parameters(coco: dict[str, str], tmp_path: Path, method: str) -> None:
-    from adapt.config import parse_config
-    from adapt.run import load_adapted, resolve
 
-    run = resolve(parse_config({"task": "pose_detection", "method": method, "model": {"path": TINY},
-                                "data": {"train": coco["train"]}, "output": str(tmp_path / "x")}))
-    loaded = load_adapted(run, TINY, run.task.inspect_data(run))
+    _, loaded = adapted_model({"task": "pose_detection", "method": method, "model": {"path": TINY},
+                               "data": {"train": coco["train"]}, "output": str(tmp_path / "x")})
     names = {n.removeprefix("base_model.model."): p.requires_grad for n, p in loaded.model.named_parameters()}
     head = [n for n in names if n.startswith("head.") and ".original_module." not in n]  # peft keeps a frozen copy
     rest = [n for n, trains in names.items() if trains and n not in head]

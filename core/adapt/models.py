@@ -1,7 +1,7 @@
-"""The run's model folder and the chosen savers.
+"""A run's model: where it comes from, how the method adapts it, and the model folder a run
+writes and ``adapt evaluate`` / ``adapt predict`` reload.
 
-``<output>/model/`` always holds a model that ``adapt evaluate`` / ``adapt predict`` reload, in
-one of two formats recorded in its ``adapt.json``:
+``<output>/model/`` always holds a model in one of two formats recorded in its ``adapt.json``:
 
 - ``native``: the method merged (or never added) its modules; the task saved the plain model
   in its own format (``save_pretrained`` for HF models);
@@ -17,14 +17,78 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapt.api import LoadedModel
-from adapt.errors import ModelError
+from adapt.errors import ConfigError, ModelError, PluginError
+from adapt.plugins import KNOWN_PROVIDERS
+
+if TYPE_CHECKING:
+    from adapt.run import Run
 
 log = logging.getLogger("adapt")
 INFO_FILE = "adapt.json"
 ADAPTER_FILE = "adapter.safetensors"
+CORE_MODEL_KEYS = ("path", "revision", "trust_remote_code")
+
+
+def pack_references(config: Any) -> dict[str, Any]:
+    """The model keys packs added (``model.mlflow_model_path``...) that the config sets."""
+    return {k: v for k, v in config.model if k not in CORE_MODEL_KEYS and v not in (None, "")}
+
+
+def check_reference(config: Any) -> None:
+    """A run that trains needs exactly one model reference."""
+    extra = pack_references(config)
+    if not config.model.path and not extra:
+        raise ConfigError("model: no model to adapt; give --model (a folder or hub id) or model.path")
+    if config.model.path and extra:
+        raise ConfigError(f"model: give either model.path or model.{next(iter(extra))}, not both")
+
+
+def model_source(run: Run) -> str:
+    """Where to load the pretrained model from: the local folder an installed pack makes of the
+    reference (``adapt_model_source``, asked for every reference), else ``model.path``."""
+    if run.model_path is None:
+        model = run.config.model
+        answer = run.registry.pm.hook.adapt_model_source(run=run, reference=model.model_dump())
+        extra = pack_references(run.config)
+        if not answer and extra:
+            key, value = next(iter(extra.items()))
+            provider = KNOWN_PROVIDERS["config"].get(f"model.{key}")
+            hint = f" ({provider} reads it: pip install {provider})" if provider else ""
+            raise PluginError(f"model.{key}: no installed pack can read {value}{hint}")
+        run.model_path = answer or model.path
+    return run.model_path
+
+
+def parameter_report(model: Any) -> dict[str, Any]:
+    """Trainable / total parameter counts of a module (the method's footprint)."""
+    trainable = total = 0
+    for param in model.parameters():
+        n = param.numel()
+        # bitsandbytes 4-bit weights are stored packed two values per byte
+        if param.__class__.__name__ == "Params4bit":
+            n *= 2
+        total += n
+        if param.requires_grad:
+            trainable += n
+    return {"trainable_parameters": trainable, "total_parameters": total,
+            "trainable_percent": round(100.0 * trainable / max(total, 1), 4)}
+
+
+def load_adapted(run: Run, source: str, meta: dict[str, Any]) -> LoadedModel:
+    """The model as a run trains it: loaded by the task with the method's load options (e.g.
+    quantization), then adapted by the method around the task's head."""
+    run.load_options = run.method.load_options(run.method_params)
+    loaded = run.task.load_model(run, source, meta)
+    run.head_modules = run.task.head_modules(loaded.model)
+    loaded.model = run.method.apply(loaded.model, run.method_params, run)
+    return loaded
+
+
+# ------------------------------------------------------------------------------------------
+# The model folder
 
 
 def _base_reference(path: str | None) -> str | None:
@@ -41,7 +105,7 @@ def adapter_state(model: Any) -> dict[str, Any]:
     return {name: t.detach().cpu().contiguous().clone() for name, t in full.items() if name in keep}
 
 
-def save_model_folder(run: Any, loaded: LoadedModel, folder: Path, fmt: str) -> None:
+def save_model_folder(run: Run, loaded: LoadedModel, folder: Path, fmt: str) -> None:
     """Write the reloadable model folder atomically (a partial write is never picked up)."""
     from safetensors.torch import save_file
 
@@ -63,7 +127,7 @@ def save_model_folder(run: Any, loaded: LoadedModel, folder: Path, fmt: str) -> 
     os.replace(tmp, folder)
 
 
-def save_outputs(run: Any, loaded: LoadedModel) -> LoadedModel:
+def save_outputs(run: Run, loaded: LoadedModel) -> LoadedModel:
     """Merge where the method can, write ``model/``, then each saver's ``saved/<name>/``."""
     merged = run.method.merge(loaded.model, run.method_params)
     final = LoadedModel(merged, loaded.processor, loaded.meta, loaded.state) if merged is not None else loaded
@@ -79,6 +143,7 @@ def save_outputs(run: Any, loaded: LoadedModel) -> LoadedModel:
 
 
 def read_info(model_dir: str | Path) -> dict[str, Any]:
+    """The ``adapt.json`` of a model folder: its format, task, method, base model, meta and config."""
     path = Path(model_dir) / INFO_FILE
     if not path.is_file():
         raise ModelError(f"{model_dir} is not a model saved by adapt train (no {INFO_FILE}); "
@@ -86,11 +151,9 @@ def read_info(model_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def load_run_model(run: Any, model_dir: str | Path) -> LoadedModel:
+def load_saved(run: Run, model_dir: str | Path) -> LoadedModel:
     """Reload the model folder written by :func:`save_model_folder`."""
     from safetensors.torch import load_file
-
-    from adapt.run import load_adapted
 
     info = read_info(model_dir)
     meta = info.get("meta") or {}

@@ -1,13 +1,16 @@
-"""MMEngine engine: maps the common training parameters onto an MMEngine ``Runner`` (train_cfg,
-optim_wrapper, param_scheduler, default and custom hooks) and runs a task's training, evaluation
-and prediction with it. The task builds the model (adapted by the method, like any other) and
-says how to read its data; the engine never builds a model from a config itself.
+"""The MMEngine engine: maps the common training parameters onto an MMEngine ``Runner`` (train_cfg,
+optim_wrapper, param_scheduler, default and custom hooks) and a backend's data-parallel settings
+onto MMEngine's own (a DDP wrapper, or a FlexibleRunner strategy: :mod:`adapt_vision.strategies`),
+and runs a task's training and evaluation with it. The task builds the model (adapted by the
+method, like any other) and says how to read its data; the engine never builds a model from a
+config itself. mmengine is imported only when a run uses the engine.
 
-A task on this engine returns from ``load_data`` one entry per split::
+A task on this engine has Params subclassing :class:`MMEngineParams` (the fields read here) and
+returns from ``load_data`` one entry per split::
 
     {"dataset": <MMEngine dataset config>, "evaluator": <metric config or None>, "size": <rows>}
 
-and from ``engine_settings`` further Runner arguments (``default_scope``, ``visualizer``...).
+and from ``engine_settings`` further Runner arguments (``default_scope``, ``auto_scale_lr``...).
 Its evaluators report the task's metric names directly (no ``coco/`` prefixes). Training runs
 in iterations: epochs, evaluation and save intervals become iteration counts, one iteration
 being one batch (an optimizer step every ``gradient_accumulation_steps`` of them).
@@ -15,32 +18,25 @@ being one batch (an optimizer step every ``gradient_accumulation_steps`` of them
 
 from __future__ import annotations
 
-import ast
-import json
 import logging
 import math
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from adapt import OPTIMIZERS, SCHEDULERS, ConfigError, Engine, Params, literal_optim_args
 from pydantic import Field
 
-from adapt.api import Params
-from adapt.errors import ConfigError
-
 log = logging.getLogger("adapt")
-
-OPTIMIZERS = {"adamw_torch": "AdamW", "adamw_torch_fused": "AdamW", "adamw_hf": "AdamW", "adamw": "AdamW",
-              "sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop"}
-SCHEDULERS = ("linear", "warmup_linear", "cosine", "warmup_cosine", "constant", "constant_with_warmup",
-              "warmup_constant", "polynomial", "warmup_polynomial")
+# the HF schedules (adapt.SCHEDULERS' values) MMEngine tasks run: as MMEngine schedulers, or none (constant)
+MMENGINE_SCHEDULES = ("linear", "cosine", "polynomial", "constant", "constant_with_warmup")
 
 
 class MMEngineParams(Params):
-    """Schedule and run options of the tasks trained by MMEngine (adapt-algorithms names); the
+    """Schedule and run options of the tasks trained by MMEngine (nyuntam adapt's names); the
     common training parameters (learning_rate, lr_scheduler_type, warmup_steps...) apply too."""
 
     BEGIN: int = Field(0, ge=0, description="Epoch at which the main learning-rate schedule starts.")
@@ -64,22 +60,15 @@ class MMEngineParams(Params):
 
 
 def _optimizer(t: Any) -> dict[str, Any]:
-    name = OPTIMIZERS.get(t.optim)
+    name = OPTIMIZERS[t.optim].torch
     if name is None:
+        allowed = ", ".join(k for k, v in OPTIMIZERS.items() if v.torch)
         raise ConfigError(f"training.optim: {t.optim!r} is an HF Trainer optimizer that MMEngine tasks cannot use "
-                          f"(allowed here: {', '.join(OPTIMIZERS)})")
+                          f"(allowed here: {allowed})")
     optimizer: dict[str, Any] = {"type": name, "lr": t.learning_rate, "weight_decay": t.weight_decay}
     if name == "AdamW":
         optimizer.update(betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon)
-    for item in (t.extra_optim_args or "").replace(",", ";").split(";"):
-        if not item.strip():
-            continue
-        key, _, value = item.partition("=")
-        try:
-            optimizer[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            raise ConfigError(f"training.extra_optim_args: {item.strip()!r} is not key=value with a Python literal "
-                              "value (e.g. 'momentum=0.9; nesterov=True')") from None
+    optimizer.update(literal_optim_args(t.extra_optim_args))
     return optimizer
 
 
@@ -96,7 +85,7 @@ def _schedulers(t: Any, p: MMEngineParams, max_iters: int, iters_per_epoch: int)
     if begin >= end:
         return out
     span = {"by_epoch": False, "begin": begin, "end": end}
-    kind = t.lr_scheduler_type.removeprefix("warmup_")
+    kind = SCHEDULERS[t.lr_scheduler_type]
     if p.MILESTONES:
         out.append({"type": "MultiStepLR", "milestones": [m * iters_per_epoch for m in p.MILESTONES],
                     "gamma": p.GAMMA, **span})
@@ -107,19 +96,18 @@ def _schedulers(t: Any, p: MMEngineParams, max_iters: int, iters_per_epoch: int)
     elif kind == "polynomial":
         out.append({"type": "PolyLR", "power": 1.0, "eta_min": 0.0, **span})
     elif kind not in ("constant", "constant_with_warmup"):
+        allowed = ", ".join(k for k, v in SCHEDULERS.items() if v in MMENGINE_SCHEDULES)
         raise ConfigError(f"training.lr_scheduler_type: {t.lr_scheduler_type!r} is not available for MMEngine tasks "
-                          f"(allowed: {', '.join(SCHEDULERS)}; or a step schedule with task_params.MILESTONES)")
+                          f"(allowed: {allowed}; or a step schedule with task_params.MILESTONES)")
     return out
 
 
 def _intervals(run: Any, n_train: int, has_eval: bool) -> dict[str, int]:
     """Iterations: total, per epoch, between evaluations, between checkpoints, between logs."""
-    from adapt.run import steps_per_epoch
-
     t = run.training
     accumulation = t.gradient_accumulation_steps
-    per_epoch = steps_per_epoch(run, n_train) * accumulation
-    max_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.num_train_epochs * steps_per_epoch(run, n_train)))
+    per_epoch = run.steps_per_epoch(n_train) * accumulation
+    max_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.num_train_epochs * run.steps_per_epoch(n_train)))
     max_iters = max_steps * accumulation
     evaluation = 0
     if has_eval and t.evaluation_strategy != "no":
@@ -128,9 +116,8 @@ def _intervals(run: Any, n_train: int, has_eval: bool) -> dict[str, int]:
         else:
             evaluation = per_epoch if t.evaluation_strategy == "epoch" else t.eval_steps * accumulation
     save_strategy = t.save_strategy or ("epoch" if not evaluation else None)
-    checkpoint_interval = getattr(run.task_params, "checkpoint_interval", None)
-    if checkpoint_interval:
-        save = checkpoint_interval * per_epoch
+    if run.task_params.checkpoint_interval:
+        save = run.task_params.checkpoint_interval * per_epoch
     elif save_strategy is None:
         save = evaluation
     elif save_strategy == "no":
@@ -148,7 +135,7 @@ def _intervals(run: Any, n_train: int, has_eval: bool) -> dict[str, int]:
 def _precision(run: Any) -> bool:
     import torch
 
-    amp = bool(getattr(run.task_params, "amp", False)) or run.training.precision != "32"
+    amp = run.task_params.amp or run.training.precision != "32"
     if amp and not torch.cuda.is_available():
         raise ConfigError("amp / training.precision 16 or bf16: MMEngine's mixed precision (AmpOptimWrapper) needs a "
                           "GPU; on the CPU train with precision 32")
@@ -202,9 +189,6 @@ def runner_config(run: Any, loaded: Any, data: dict[str, dict[str, Any]], steps:
     if "test" in data:
         cfg.update(test_dataloader=_dataloader(run, data["test"], train=False), test_evaluator=data["test"]["evaluator"],
                    test_cfg={"type": "TestLoop"})
-    if getattr(p, "auto_scale_lr", False):
-        base = (loaded.state.get("auto_scale_lr") or {}).get("base_batch_size", 16)
-        cfg["auto_scale_lr"] = {"enable": True, "base_batch_size": base}
     if t.resume_from_checkpoint:
         cfg["resume"] = True
         if isinstance(t.resume_from_checkpoint, str):
@@ -214,8 +198,27 @@ def runner_config(run: Any, loaded: Any, data: dict[str, dict[str, Any]], steps:
                                   "checkpoints/iter_N.pth of this run, a folder under deepspeed, or true for the latest)")
             cfg["load_from"] = t.resume_from_checkpoint
     cfg.update(run.task.engine_settings(run, loaded))
-    cfg.update(run.backend.engine_settings("mmengine", run))
+    cfg.update(_parallel(run, cfg["optim_wrapper"]["optimizer"]))
     return cfg
+
+
+def _parallel(run: Any, optimizer: dict[str, Any]) -> dict[str, Any]:
+    """Runner arguments for the backend's data-parallel strategy in a torchrun worker: MMEngine's
+    DDP wrapper, or a FlexibleRunner strategy (DeepSpeed, FSDP)."""
+    parallel = run.parallel
+    if parallel is None:
+        return {}
+    if parallel.strategy == "deepspeed":
+        from adapt_vision.strategies import deepspeed_settings
+
+        return deepspeed_settings(parallel, run, optimizer)
+    if parallel.strategy == "fsdp":
+        from adapt_vision.strategies import fsdp_settings
+
+        return fsdp_settings(parallel)
+    return {"launcher": "pytorch", "env_cfg": {"dist_cfg": {"backend": parallel.dist_backend}},
+            "model_wrapper_cfg": {"type": "MMDistributedDataParallel",
+                                  "find_unused_parameters": parallel.find_unused_parameters}}
 
 
 def _checkpoint_hook() -> str:
@@ -248,14 +251,11 @@ def _run_hook(run: Any, steps: dict[str, int]) -> Any:
     from mmengine.hooks import Hook
     from tqdm.auto import tqdm
 
-    from adapt.engines.common import stop_everywhere
-
     class RunHook(Hook):
         priority = "LOW"
 
         def __init__(self) -> None:
             self.window: dict[str, list[float]] = {}
-            self.stop_requested: str | None = None
             self.bar: Any = None
             self.losses: list[float] = []  # every iteration's, for train_loss (the run's mean, as HF's)
             self.training = False
@@ -291,10 +291,10 @@ def _run_hook(run: Any, steps: dict[str, int]) -> Any:
                 lr = runner.optim_wrapper.get_lr()
                 means["learning_rate"] = next(iter(lr.values()))[0] if lr else None
                 self._record(runner, step, means)
-            stop_everywhere(self)
-            if self.stop_requested or (steps["save"] and (step % steps["save"] == 0 or step == steps["max"])):
+            stopping = run.should_stop()
+            if stopping or (steps["save"] and (step % steps["save"] == 0 or step == steps["max"])):
                 _RandomState(runner).save(step)  # before the CheckpointHook (lower priority) writes iter_<step>
-            if self.stop_requested:
+            if stopping:
                 checkpoint_hook = next(h for h in runner.hooks if type(h).__name__ == _checkpoint_hook())
                 checkpoint_hook._save_checkpoint(runner)  # noqa: SLF001 - MMEngine's own save + last_checkpoint
                 runner.train_loop.stop_training = True
@@ -313,14 +313,7 @@ def _run_hook(run: Any, steps: dict[str, int]) -> Any:
                 self.bar.close()
 
         def _record(self, runner: Any, step: int, values: dict[str, Any]) -> None:
-            if not run.is_main_process or not values:
-                return
-            epoch = round(step / max(steps["epoch"], 1), 4)
-            with run.path("metrics.jsonl").open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"step": step, "epoch": epoch, **values}, default=float) + "\n")
-            log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                    for k, v in values.items()))
-            run.registry.notify("adapt_metrics_logged", run=run, metrics=dict(values), step=step)
+            run.log_metrics(step, values, round(step / max(steps["epoch"], 1), 4))
 
     return RunHook()
 
@@ -460,10 +453,7 @@ def _runner(run: Any, loaded: Any, cfg: dict[str, Any]) -> Any:
     from mmengine.runner import FlexibleRunner, Runner
 
     _distributed(cfg)
-    if "strategy" in cfg:  # a backend's strategy (DeepSpeed, FSDP): MMEngine's FlexibleRunner
-        wrapper_type = cfg.pop("optim_wrapper_type", None)  # e.g. DeepSpeed's: it owns the step, clipping, accumulation
-        if wrapper_type:
-            cfg["optim_wrapper"] = {"type": wrapper_type, "optimizer": cfg["optim_wrapper"]["optimizer"]}
+    if "strategy" in cfg:  # DeepSpeed, FSDP: MMEngine's FlexibleRunner runs a strategy
         runner = FlexibleRunner(model=loaded.model, **cfg)
         MMLogger.get_current_instance().addFilter(_drop_known_notices)
         return runner
@@ -497,33 +487,54 @@ def library_prints_to_debug_log() -> Any:
         yield
 
 
+class MMEngineEngine(Engine):
+    name = "mmengine"
+    description = ("MMEngine Runner (OpenMMLab): the run config's training parameters as an iteration-based loop, "
+                   "optimizer wrapper, schedulers and hooks; one process, ddp, deepspeed or fsdp (FSDP1).")
+    strategies = frozenset({"ddp", "deepspeed", "fsdp"})
+    task_params = MMEngineParams
+
+    def check(self, run: Any) -> None:
+        if run.backend.strategy == "fsdp":
+            from adapt_vision.strategies import check_fsdp
+
+            check_fsdp(run.parallel.fsdp, run.task.name)
+
+    def train(self, run: Any) -> dict[str, Any]:
+        return train(run)
+
+    def evaluate(self, run: Any, model_dir: str, path: str) -> dict[str, Any]:
+        return evaluate(run, model_dir, path)
+
+    def gather_weights(self, model: Any, run: Any) -> AbstractContextManager[Any]:
+        if run.backend.strategy == "fsdp":  # the strategy wrapped the model as one FSDP1 unit
+            from adapt_vision.strategies import unsharded
+
+            return unsharded(model)
+        return super().gather_weights(model, run)
+
+
 def train(run: Any) -> dict[str, Any]:
     """Load, adapt, train, save and test; return the final metrics."""
     from mmengine.runner import set_random_seed
 
-    from adapt.engines.common import data_splits, finish, log_effective_batch, raise_if_interrupted, stop_on_signals
-    from adapt.run import load_for_training
-
     t = run.training
     set_random_seed(t.seed, deterministic=t.enable_full_determinism)
-    loaded, params = load_for_training(run)
-    data = run.task.load_data(run, loaded, data_splits(run))
+    loaded, params = run.load_for_training()
+    data = run.task.load_data(run, loaded, run.data_files())
     steps = _intervals(run, data["train"]["size"], "validation" in data)
     cfg = runner_config(run, loaded, data, steps)
-    log_effective_batch(run, t.per_device_train_batch_size, t.gradient_accumulation_steps)
     hook = _run_hook(run, steps)
     runner = _runner(run, loaded, cfg)
     runner.register_hook(hook)
     started = time.time()
     try:
-        with stop_on_signals(hook), checkpoint_globals(), library_prints_to_debug_log():
+        with run.catch_stop_signals(), checkpoint_globals(), library_prints_to_debug_log():
             runner.train()
     except (RuntimeError, KeyError) as exc:
-        if t.resume_from_checkpoint and ("size mismatch" in str(exc) or "Missing key" in str(exc)):
-            raise ConfigError(f"training.resume_from_checkpoint: the checkpoint does not fit this model (written for "
-                              f"another model or method?): {str(exc).splitlines()[0]}") from None
+        run.resume_mismatch(exc)
         raise
-    raise_if_interrupted(run, hook.stop_requested)
+    run.raise_if_stopped()
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     train_loss = sum(hook.losses) / len(hook.losses) if hook.losses else None  # of this process's iterations
     metrics: dict[str, Any] = {"train": {"train_loss": train_loss, "train_runtime": round(time.time() - started, 3),
@@ -537,7 +548,7 @@ def train(run: Any) -> dict[str, Any]:
         barrier()  # rank 0 writes it; the others wait until it is there
 
         with checkpoint_globals():
-            if "strategy" in cfg:  # a backend's strategy (DeepSpeed, FSDP) reads its own checkpoints into its model
+            if "strategy" in cfg:  # a strategy (DeepSpeed, FSDP) reads its own checkpoints into its model
                 runner.load_checkpoint(best)
             else:
                 load_checkpoint(model, best, map_location="cpu", logger="silent")
@@ -548,14 +559,12 @@ def train(run: Any) -> dict[str, Any]:
             metrics["validation"] = {f"eval_{k}": v for k, v in runner.val().items()}
         if "test_dataloader" in cfg:  # before saving: merging changes rank 0's model
             metrics["test"] = {f"test_{k}": v for k, v in runner.test().items()}
-    return finish(run, loaded, model, metrics)
+    return run.finish(loaded, model, metrics)
 
 
 def evaluate(run: Any, model_dir: str, path: str) -> dict[str, Any]:
     """Metrics of a saved model on one data file."""
-    from adapt.saving import load_run_model
-
-    loaded = load_run_model(run, model_dir)
+    loaded = run.load_saved(model_dir)
     data = run.task.load_data(run, loaded, {"test": path})["test"]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = {"work_dir": tmp, "test_dataloader": _dataloader(run, data, train=False), "test_evaluator": data["evaluator"],
@@ -564,12 +573,3 @@ def evaluate(run: Any, model_dir: str, path: str) -> dict[str, Any]:
         cfg.update(run.task.engine_settings(run, loaded))
         with library_prints_to_debug_log():
             return {f"test_{k}": v for k, v in _runner(run, loaded, cfg).test().items()}
-
-
-def predict(run: Any, model_dir: str, path: str) -> list[dict[str, Any]]:
-    """Predictions of a saved model on one data file (the task decides their shape)."""
-    from adapt.saving import load_run_model
-
-    loaded = load_run_model(run, model_dir)
-    loaded.model.eval()
-    return run.task.predict(run, loaded, path)

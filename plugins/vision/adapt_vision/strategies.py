@@ -1,14 +1,19 @@
 """DeepSpeed and FSDP for the MMEngine tasks: MMEngine's FlexibleRunner with its DeepSpeedStrategy
-or FSDPStrategy, in the process group adapt's engine joined (on the CPU too), with the run's settings."""
+or FSDPStrategy, in the process group the engine joined (on the CPU too), with the settings a
+backend hands over (:class:`adapt.Parallel`). They live beside the engine that runs them (they
+need mmengine, and deepspeed where the DeepSpeed strategy is used: adapt-vision[deepspeed]);
+adapt-backends launches the workers and knows nothing of MMEngine."""
 
 from __future__ import annotations
 
 import logging
 import os
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from adapt_backends.launch import dist_backend
+from adapt import ConfigError, FSDPOptions, Parallel
 
 log = logging.getLogger("adapt")
 DEEPSPEED, FSDP = "AdaptDeepSpeedStrategy", "AdaptFSDPStrategy"
@@ -104,19 +109,19 @@ def register() -> None:
             return built
 
 
-def _runner_args(run: Any, strategy: dict[str, Any]) -> dict[str, Any]:
+def _runner_args(parallel: Parallel, strategy: dict[str, Any]) -> dict[str, Any]:
     register()
-    return {"launcher": "pytorch", "env_cfg": {"dist_cfg": {"backend": dist_backend(run.backend_params)}},
-            "strategy": strategy}
+    return {"launcher": "pytorch", "env_cfg": {"dist_cfg": {"backend": parallel.dist_backend}}, "strategy": strategy}
 
 
-def deepspeed_settings(config: dict[str, Any], run: Any) -> dict[str, Any]:
-    """FlexibleRunner arguments for DeepSpeed: ``config`` with its HF-style "auto" values filled
-    from the training section; its optimizer and scheduler sections dropped (MMEngine builds both)."""
+def deepspeed_settings(parallel: Parallel, run: Any, optimizer: dict[str, Any]) -> dict[str, Any]:
+    """FlexibleRunner arguments for DeepSpeed: the backend's config with its HF-style "auto" values
+    filled from the training section, its optimizer and scheduler sections dropped (MMEngine
+    builds both), and DeepSpeed's optimizer wrapper (it owns the step, clipping, accumulation)."""
     import torch
 
     t, world = run.training, run.world_size
-    filled = {k: v for k, v in config.items() if k not in ("optimizer", "scheduler")}
+    filled = {k: v for k, v in parallel.deepspeed_config.items() if k not in ("optimizer", "scheduler")}
     autos = {"train_micro_batch_size_per_gpu": t.per_device_train_batch_size,
              "gradient_accumulation_steps": t.gradient_accumulation_steps,
              "train_batch_size": t.per_device_train_batch_size * t.gradient_accumulation_steps * world,
@@ -128,19 +133,17 @@ def deepspeed_settings(config: dict[str, Any], run: Any) -> dict[str, Any]:
     for key, enabled in half.items():
         if isinstance(filled.get(key), dict) and filled[key].get("enabled") == "auto":
             filled[key] = {**filled[key], "enabled": enabled}
-    return {**_runner_args(run, {"type": DEEPSPEED, "config": filled}), "optim_wrapper_type": "DeepSpeedOptimWrapper"}
+    return {**_runner_args(parallel, {"type": DEEPSPEED, "config": filled}),
+            "optim_wrapper": {"type": "DeepSpeedOptimWrapper", "optimizer": optimizer}}
 
 
-def check_fsdp(run: Any) -> None:
+def check_fsdp(p: FSDPOptions, task: str) -> None:
     """Refuse, before any worker starts, the FSDP settings MMEngine tasks cannot use."""
-    from adapt import ConfigError
-
-    p = run.backend_params
     if p.auto_wrap_policy == "SIZE_BASED_WRAP" or p.transformer_layer_cls_to_wrap:
         # OpenMMLab models call their parts through methods other than forward (a head's loss(),
         # predict()), which an FSDP unit does not gather for; and saving nested units needs collectives
         field = "auto_wrap_policy" if p.auto_wrap_policy == "SIZE_BASED_WRAP" else "transformer_layer_cls_to_wrap"
-        raise ConfigError(f"backend_params.{field}: MMEngine tasks ({run.task.name}) are sharded as one FSDP unit "
+        raise ConfigError(f"backend_params.{field}: MMEngine tasks ({task}) are sharded as one FSDP unit "
                           "(OpenMMLab models call their heads through loss() / predict(), which nested units do "
                           "not gather for); leave auto_wrap_policy at TRANSFORMER_BASED_WRAP without layer "
                           "classes, or NO_WRAP")
@@ -155,10 +158,10 @@ def check_fsdp(run: Any) -> None:
                           "of the model, and adapt reads and saves the original parameters)")
 
 
-def fsdp_settings(run: Any) -> dict[str, Any]:
+def fsdp_settings(parallel: Parallel) -> dict[str, Any]:
     """FlexibleRunner arguments for FSDP: torch's FullyShardedDataParallel (FSDP1, so the backend's
     FSDP1 parameters apply) through MMEngine's wrapper, the whole model one unit."""
-    p = run.backend_params
+    p = parallel.fsdp
     wrapper: dict[str, Any] = {"type": "MMFullyShardedDataParallel", "sharding_strategy": p.sharding_strategy,
                                "cpu_offload": p.offload_params, "backward_prefetch": p.backward_prefetch,
                                "forward_prefetch": p.forward_prefetch, "sync_module_states": p.sync_module_states,
@@ -166,4 +169,15 @@ def fsdp_settings(run: Any) -> dict[str, Any]:
     if p.mixed_precision != "no":
         wrapper["mixed_precision"] = {"param_dtype": p.mixed_precision, "reduce_dtype": p.mixed_precision,
                                       "buffer_dtype": p.mixed_precision}
-    return _runner_args(run, {"type": FSDP, "model_wrapper": wrapper, "state_dict_cfg": "full"})
+    return _runner_args(parallel, {"type": FSDP, "model_wrapper": wrapper, "state_dict_cfg": "full"})
+
+
+@contextmanager
+def unsharded(model: Any) -> Iterator[None]:
+    """The FSDP1 root wrapper's full parameters, summoned on every rank for saving."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP1
+
+    with FSDP1.summon_full_params(ROOTS[model], writeback=False):
+        for param in model.parameters():  # own storage: views of one flat buffer cannot be saved as safetensors
+            param.data = param.data.clone()
+        yield  # FSDP points the parameters back at their shards on leaving
