@@ -139,11 +139,12 @@ class MlflowSaver(Saver):
         import mlflow.transformers
         from mlflow.models import Model
 
-        # mlflow looks the model's name up on the hub for a model card and licence; an absolute
-        # path is no hub id, so nothing goes to the network (a relative "bert" would retry for a minute)
-        config, quiet = loaded.model.config, logging.getLogger("mlflow.transformers")
-        name, level = config._name_or_path, quiet.level
-        config._name_or_path = str(run.path("model").resolve())
+        # mlflow looks the model's name (model.name_or_path, copied from its config when it loaded) up
+        # on the hub for a model card and licence; an absolute path is no hub id, so nothing goes to
+        # the network (a relative "bert" would retry for a minute when offline)
+        model, config, quiet = loaded.model, loaded.model.config, logging.getLogger("mlflow.transformers")
+        name, level = (config._name_or_path, model.name_or_path), quiet.level
+        config._name_or_path = model.name_or_path = str(run.path("model").resolve())
         quiet.setLevel(logging.ERROR)
         try:
             with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
@@ -158,7 +159,7 @@ class MlflowSaver(Saver):
                 if (other / "components").is_dir():
                     shutil.move(str(other / "components"), str(folder / "components"))
         finally:
-            config._name_or_path = name
+            config._name_or_path, model.name_or_path = name
             quiet.setLevel(level)
         model = Model.load(str(folder))
         model.flavors["transformers"] = flavour

@@ -141,6 +141,21 @@ def test_transformers_flavour_is_the_pipeline_and_an_adapter_model_stands_alone(
     assert_same_rows(fresh_predict(tmp_path / "adapter/saved/mlflow", data["test"], tmp_path)["rows"], expected)
 
 
+def test_saving_offline_never_asks_the_hub(adapt_cli, tmp_path: Path) -> None:
+    """A model named by a relative folder ("bert", a hub id's shape) and the hub not switched off:
+    the transformers flavour's model card and licence lookups must not go to the network (offline
+    they retried for a minute)."""
+    tiny_bert(tmp_path / "bert")
+    data = make_data(tmp_path / "data", text_classification_rows)
+    started = time.time()
+    result = adapt_cli("train", "--task", "text_classification", "--model", "bert", "--train", data["train"],
+                       "--output", "run", *SHORT, *UNTRACKED, env={"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"})
+    assert result.returncode == 0, result
+    assert "huggingface.co" not in result.stderr and "Retrying" not in result.stderr, result.stderr[-2000:]
+    assert "transformers:" in (tmp_path / "run/saved/mlflow/MLmodel").read_text()
+    assert time.time() - started < 60
+
+
 def test_mlflow_models_are_a_starting_point(adapt_cli, tmp_path: Path) -> None:
     """Fine-tuning further from an MLflow model (ours merged, ours unmerged, a transformers-flavour
     one made with mlflow.transformers) starts from its weights: a near-zero learning rate
