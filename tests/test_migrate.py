@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from adapt.migrate import import_config
 from adapt.testing import run_adapt
@@ -71,3 +72,104 @@ def test_cli_writes_a_config_that_validates(tmp_path) -> None:
     validated = run_adapt("config", "validate", "run.yaml", cwd=tmp_path)
     assert validated.returncode == 0, validated
     assert "task text_classification, method lora" in validated.stdout
+
+
+def imported(params: dict) -> tuple:  # the config, its notes, and the run it resolves to
+    from adapt.config import parse_config
+    from adapt.resolve import resolve
+
+    config, notes = import_config({"pytorch_model_path": "./m", "train_file_path": "t.jsonl", **params})
+    return config, notes, resolve(parse_config(config), purpose="validate")
+
+
+@pytest.mark.parametrize(("params", "method", "backend"), [
+    ({"task_name": "text-classification", "apply_lora": "false", "lora_r": 8, "lora_alpha": 128}, "full", "single"),
+    ({"task_name": "text-classification", "apply_lora": "true", "lora_r": 8, "lora_alpha": 128}, "lora", "single"),
+    ({"task_name": "text-classification", "apply_deepspeed": "true", "deepspeed_stage": "3"}, "full", "deepspeed"),
+    ({"task_name": "text-classification", "apply_deepspeed": False, "deepspeed_stage": "2"}, "full", "single"),
+    ({"task_name": "text-classification", "number_of_gpu_to_use_finetuning": 1, "num_nodes_finetune": 1}, "full", "single"),
+    ({"task_name": "text-classification", "number_of_gpu_to_use_finetuning": 4, "num_nodes_finetune": 1}, "full", "ddp"),
+    ({"TASK": "text_generation", "FULL_FINE_TUNING": "True", "r": 8, "alpha": 16}, "full", "single"),
+    ({"TASK": "text_generation", "DDP": "False", "num_nodes": 2}, "full", "single"),
+    ({"TASK": "text_generation", "PEFT_METHOD": "LoRA", "FSDP": True, "mixed_precision": "bf16",
+      "fsdp_backward_prefetch_policy": "BACKWARD_PRE", "num_processes": 2}, "lora", "fsdp"),
+])
+def test_switches_decide_not_the_presence_of_their_parameters(params: dict, method: str, backend: str) -> None:
+    config, notes, run = imported(params)
+    assert (run.method.name, run.backend.name) == (method, backend), (config, notes)
+    if backend == "deepspeed":
+        assert run.backend_params.deepspeed_stage == 3
+    if backend == "ddp":
+        assert run.backend_params.nproc_per_node == 4
+    if backend == "fsdp":
+        assert (run.training.precision, run.backend_params.backward_prefetch, run.backend_params.nproc_per_node) == \
+            ("bf16", "BACKWARD_PRE", 2)
+    assert not any(n.endswith("no adapt equivalent; dropped") for n in notes), notes
+    if params.get("apply_lora") == "false":
+        assert any(n.startswith("lora_r: LoRA is off") for n in notes)
+
+
+def test_the_image_components_deepspeed_config_is_the_users_file() -> None:
+    _, _, run = imported({"task_name": "image-classification", "apply_deepspeed": True, "deepspeed_config": "ds.json"})
+    assert (run.backend.name, run.backend_params.deepspeed) == ("deepspeed", "ds.json")
+
+
+def test_nyuntam_layouts_keep_their_meaning() -> None:
+    # subtask ner under text_classification is token classification; eval_metric is a note, not a loss of meaning
+    config, notes, run = imported({"TASK": "text_classification", "subtask": "ner", "PEFT_METHOD": "LoRA"})
+    assert (run.task.name, run.task_params.subtask) == ("token_classification", "ner")
+    _, notes, run = imported({"TASK": "summarization", "eval_metric": "bleu"})
+    assert "bleu" in run.task.metrics and any("ROUGE and BLEU" in n for n in notes)
+    # nested groups: the training batch size is not the preprocessing batch size
+    config, _, run = imported({"TASK": "text_generation", "TRAINING_ARGS": {"BATCH_SIZE": 8, "LR": 1e-3, "EPOCHS": 1},
+                               "DATASET_ARGS": {"CUSTOM_DATASET_PATH": "data", "TRAIN_DIR": "train.jsonl"}})
+    assert (run.training.per_device_train_batch_size, run.config.data.batch_size) == (8, 1000)
+    assert run.config.data.train == "data/train.jsonl"
+    # empty values are nyuntam's defaults; INTERVAL_STEPS sets evaluation, saving and logging
+    config, _, run = imported({"TASK": "object_detection", "PEFT_METHOD": "SSF", "T_MAX": None, "WARMUP": "",
+                               "INTERVAL": "steps", "INTERVAL_STEPS": 4, "SCHEDULER_TYPE": "CosineAnnealingLR",
+                               "cfg_options": True, "train_ann_file": "a.json"})
+    t = run.training
+    assert (t.evaluation_strategy, t.save_steps, t.eval_steps, t.logging_steps) == ("steps", 4, 4, 4)
+    assert t.lr_scheduler_type == "cosine" and "T_MAX" not in config.get("task_params", {})
+    _, notes, run = imported({"TASK": "object_detection", "SCHEDULER_TYPE": "MultiStepLR", "MILESTONES": [8, 11],
+                              "train_ann_file": "a.json", "compute_environment": "LOCAL_MACHINE"})
+    assert (run.training.lr_scheduler_type, run.task_params.MILESTONES) == ("constant", [8, 11])
+    assert any(n.startswith("compute_environment: an accelerate launcher setting") for n in notes)
+
+
+def test_hugging_face_names_are_accepted() -> None:
+    from adapt.config import parse_config
+
+    cfg = parse_config({"task": "text_classification", "training": {"eval_strategy": "steps", "bf16": True,
+                                                                    "optim_args": "momentum=0.9,nesterov=True"}})
+    t = cfg.training
+    assert (t.evaluation_strategy, t.precision, t.extra_optim_args) == ("steps", "bf16", "momentum=0.9; nesterov=True")
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"task": "object_detection", "training": {"optim": "paged_adamw_32bit"}},
+     "training.optim: 'paged_adamw_32bit' is an HF Trainer optimizer that MMEngine tasks cannot use"),
+    ({"task": "object_detection", "training": {"lr_scheduler_type": "cosine_with_restarts"}},
+     "'cosine_with_restarts' is not available for MMEngine tasks"),
+    ({"task": "text_classification", "data": {"validation": "v.jsonl"},
+      "training": {"evaluation_strategy": "steps", "eval_steps": 30, "save_strategy": "steps", "save_steps": 50}},
+     "save_steps (50) must be a multiple of the evaluation interval (30 steps)"),
+    ({"task": "text_classification", "method": "dora", "method_params": {"load_in_8bit": True}},
+     "DoRA on an 8-bit base does not work"),
+])
+def test_validate_reports_what_training_would_refuse(config: dict, message: str, tmp_path) -> None:
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    result = run_adapt("config", "validate", "run.yaml", cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result
+
+
+def test_validate_names_what_only_this_machine_refuses(tmp_path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU machine runs these")
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({"task": "object_detection", "training": {"precision": "16"}}))
+    result = run_adapt("config", "validate", "run.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result
+    assert "note: valid, but this machine would refuse it: amp / training.precision 16" in result.stderr

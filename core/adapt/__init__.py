@@ -11,6 +11,7 @@ from adapt.errors import (
     AdaptError,
     ConfigError,
     DataError,
+    HardwareError,
     ModelError,
     PluginError,
     RunInterrupted,
@@ -27,7 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "OPTIMIZERS", "SCHEDULERS", "AdaptError", "Backend", "ConfigError", "DataError", "Engine", "FSDPOptions",
-    "LoadedModel", "Method", "ModelError", "NoParams", "Parallel", "Params", "PluginError", "Run", "RunInterrupted",
+    "HardwareError", "LoadedModel", "Method", "ModelError", "NoParams", "Parallel", "Params", "PluginError", "Run", "RunInterrupted",
     "Saver", "StorageError", "Task", "__version__", "first_line", "hookimpl", "literal_optim_args", "model_info",
     "optim_args", "parameter_report", "read_table", "require_columns", "saved_run", "split_off",
 ]

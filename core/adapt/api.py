@@ -160,7 +160,9 @@ class Backend(_Named):
     strategy: ClassVar[str | None] = None
 
     def check(self, run: Run) -> None:
-        """Raise an AdaptError, before any worker starts, for settings this backend cannot run."""
+        """Raise an AdaptError for settings this backend cannot run (``adapt config validate``
+        and training call it before any worker starts); :class:`adapt.HardwareError` for what
+        this machine lacks."""
 
     def launch(self, run_in_worker: Callable[[], Any], run: Run) -> Any:
         """Run ``run_in_worker`` in every worker process and return rank 0's result."""
@@ -210,7 +212,9 @@ class Engine(_Named):
     task_params: ClassVar[type[BaseModel]] = Params
 
     def check(self, run: Run) -> None:
-        """Raise an AdaptError, before any worker starts, for settings this engine cannot run."""
+        """Raise an AdaptError for settings this engine cannot run, from the config and the
+        installed packs alone (``adapt config validate`` and training call it before any worker
+        starts); :class:`adapt.HardwareError` for what this machine lacks (a GPU)."""
 
     def train(self, run: Run) -> dict[str, Any]:
         """Load, adapt, train, test and save (:meth:`Run.finish`); return the final metrics."""

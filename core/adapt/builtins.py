@@ -9,7 +9,8 @@ from types import ModuleType
 from typing import Any
 
 from adapt.api import Backend, Engine, LoadedModel, Saver
-from adapt.errors import ConfigError, ModelError, PluginError, first_line
+from adapt.engines import check_save_steps
+from adapt.errors import ConfigError, HardwareError, ModelError, PluginError, first_line
 from adapt.hookspecs import hookimpl
 
 
@@ -20,17 +21,13 @@ class HFEngine(Engine):
     strategies = frozenset({"ddp", "deepspeed", "fsdp"})
 
     def check(self, run: Any) -> None:
+        t, data = run.training, run.config.data
+        if (t.evaluation_strategy == "steps" and t.save_strategy == "steps" and t.evaluation_steps_interval == 0
+                and (data.validation or data.validation_split)):
+            check_save_steps(t.save_steps or t.eval_steps, t.eval_steps)
         parallel = run.parallel
         if parallel is None or parallel.strategy != "fsdp":
             return
-        import torch
-
-        if not torch.cuda.is_available():
-            # measured with torch 2.14 / transformers 5.23 / accelerate 1.15: on CPU the run completes but the
-            # model is never sharded (accelerate runs it as plain multi-CPU data parallel), so refuse
-            raise ConfigError(f"backend {run.backend.name} needs CUDA GPUs: on the CPU, accelerate does not shard the "
-                              "model (the run would silently be plain data parallel). On CPU use backend ddp, or "
-                              "deepspeed for ZeRO sharding")
         p = parallel.fsdp
         # transformers 5 runs FSDP2 (fully_shard); FSDP1's knobs below have no FSDP2 counterpart
         fsdp1_only = {"backward_prefetch": "BACKWARD_PRE", "forward_prefetch": False, "use_orig_params": True,
@@ -45,6 +42,14 @@ class HFEngine(Engine):
                               "transformers 5; use FULL_SHARD or SHARD_GRAD_OP (or backend ddp for no sharding)")
         if p.mixed_precision != "no":
             raise ConfigError("backend_params.mixed_precision: FSDP2 follows training.precision; set that instead")
+        import torch
+
+        if not torch.cuda.is_available():
+            # measured with torch 2.14 / transformers 5.23 / accelerate 1.15: on CPU the run completes but the
+            # model is never sharded (accelerate runs it as plain multi-CPU data parallel), so refuse
+            raise HardwareError(f"backend {run.backend.name} needs CUDA GPUs: on the CPU, accelerate does not shard "
+                                "the model (the run would silently be plain data parallel). On CPU use backend ddp, "
+                                "or deepspeed for ZeRO sharding")
 
     def train(self, run: Any) -> dict[str, Any]:
         return _trainer_engine().train(run)

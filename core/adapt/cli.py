@@ -182,13 +182,19 @@ def config_validate(
     file: Path = typer.Argument(..., help="Run config YAML."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
-    """Check a run config (plugin sections included) without running anything."""
+    """Check a run config without running anything: its keys and plugin sections, and every
+    combination the engine and backend would refuse before training."""
     cfg, source = _build_config(file, {}, set_)
+    from adapt.lifecycle import validate
     from adapt.resolve import resolve
 
     run = resolve(cfg, source=source, purpose="validate")
+    with _results_to_stdout():
+        machine = validate(run)
     typer.echo(f"{file}: valid (task {run.task.name}, method {run.method.name}, backend "
                f"{run.backend.name}, savers {', '.join(s.name for s in run.savers)})")
+    for reason in machine:
+        typer.echo(f"note: valid, but this machine would refuse it: {reason}", err=True)
 
 
 @config_app.command("import")

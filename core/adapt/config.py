@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from adapt.errors import ConfigError, PluginError
 from adapt.plugins import KNOWN_PROVIDERS, Registry, get_registry
@@ -57,6 +66,7 @@ FOREIGN_KEYS: dict[str, str] = {
     "evaluation_steps": "use `training.eval_steps`",
     "number_of_workers": "use `training.dataloader_num_workers`",
     "task_name": "use the top-level `task:`",
+    "output_dir": "the run folder is the top-level `output:` (--output)",
 }
 for _prefix in ("compute_", "instance_type_"):
     for _stage in ("model_import", "preprocess", "finetune", "model_evaluation"):
@@ -131,7 +141,8 @@ class TrainingConfig(Section):
     optim: Literal[tuple(OPTIMIZERS)] = Field(  # type: ignore[valid-type]
         "adamw_hf", description="Optimizer. adamw_hf / adamw (removed from transformers 5) run as adamw_torch.")
     extra_optim_args: str | None = Field(
-        None, description="More optimizer arguments as 'key=value; key=value' (Azure ML style), e.g. 'momentum=0.9; nesterov=True' for sgd.")
+        None, validation_alias=AliasChoices("extra_optim_args", "optim_args"),
+        description="More optimizer arguments as 'key=value; key=value' (Azure ML style; HF's optim_args 'key=value,key=value' too), e.g. 'momentum=0.9; nesterov=True' for sgd.")
     learning_rate: float = Field(2e-5, gt=0, description="Initial learning rate.")
     lr_scheduler_type: Literal[tuple(SCHEDULERS)] = Field(  # type: ignore[valid-type]
         "linear", description="Learning-rate schedule; warmup_* names (Azure ML image components) mean the same schedule with warmup_steps.")
@@ -150,7 +161,8 @@ class TrainingConfig(Section):
     ignore_mismatched_sizes: bool = Field(True, description="Load a checkpoint whose head has another shape (e.g. other number of labels), re-initialising that head.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0: no clipping).")
     evaluation_strategy: Literal["epoch", "steps", "no"] = Field(
-        "epoch", description="When to evaluate on the validation split.")
+        "epoch", validation_alias=AliasChoices("evaluation_strategy", "eval_strategy"),
+        description="When to evaluate on the validation split (HF's current name eval_strategy is accepted too).")
     evaluation_steps_interval: float = Field(
         0.0, ge=0, le=1, description="Evaluate every this fraction of an epoch's steps; overrides eval_steps when > 0.")
     eval_steps: int = Field(500, ge=1, description="Steps between evaluations when evaluation_strategy is steps.")
@@ -169,6 +181,25 @@ class TrainingConfig(Section):
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
     label_smoothing_factor: float = Field(0.0, ge=0, lt=1, description="Label smoothing for classification losses (0: none).")
     overwrite_output_dir: bool = Field(False, description="Allow training into an output folder that already holds files (they may be overwritten).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hf_names(cls, value: Any) -> Any:
+        """TrainingArguments' booleans fp16 / bf16 and warmup_ratio, as HF users type them."""
+        if not isinstance(value, dict) or not {"fp16", "bf16", "warmup_ratio"} & set(value):
+            return value
+        value = dict(value)
+        for name, precision in (("fp16", "16"), ("bf16", "bf16")):
+            if name in value and "precision" not in value:
+                flag = value.pop(name)
+                if flag is True or str(flag).lower() == "true":
+                    value["precision"] = precision
+        if "warmup_ratio" in value and "warmup_steps" not in value:
+            ratio = value.pop("warmup_ratio")
+            if isinstance(ratio, (int, float)) and not 0 <= ratio < 1:
+                raise ValueError(f"warmup_ratio must be a fraction in [0, 1), got {ratio!r}")
+            value["warmup_steps"] = ratio
+        return value
 
     @field_validator("extra_optim_args")
     @classmethod

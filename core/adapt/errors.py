@@ -16,6 +16,11 @@ class ConfigError(AdaptError):
     """The run configuration is invalid: a key, a type, a value or a combination."""
 
 
+class HardwareError(ConfigError):
+    """Settings this machine cannot run (e.g. no CUDA GPU) that are valid on another:
+    ``adapt config validate`` reports them as such, training refuses them."""
+
+
 class DataError(AdaptError):
     """A data file is missing, unreadable or does not match what the task expects."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from adapt.errors import AdaptError, RunInterrupted
+from adapt.errors import AdaptError, HardwareError, RunInterrupted
 from adapt.logs import close_file_log, log_to_file, setup_logging
 from adapt.resolve import saved_run
 from adapt.run import Run
@@ -29,6 +29,18 @@ def train(run: Run) -> dict[str, Any]:
         run.engine.check(run)
         run.backend.check(run)
     return run.backend.launch(lambda: train_here(run), run) or {}
+
+
+def validate(run: Run) -> list[str]:
+    """Everything training would refuse that follows from the config and the installed packs (the
+    engine's and the backend's checks); returns what only this machine refuses (no GPU...)."""
+    machine = []
+    for check in (run.engine.check, run.backend.check):
+        try:
+            check(run)
+        except HardwareError as exc:
+            machine.append(str(exc))
+    return machine
 
 
 def _prepare_output(run: Run) -> None:

@@ -26,6 +26,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from adapt.api import Parallel
 from adapt.config import OPTIMIZERS, SCHEDULERS, TrainingConfig, optim_args
+from adapt.engines import check_save_steps
 from adapt.errors import ConfigError, StorageError
 from adapt.run import Run
 
@@ -68,9 +69,8 @@ def training_arguments(run: Run, n_train: int, has_eval: bool, **extra: Any) -> 
     save_strategy = t.save_strategy or (eval_strategy if eval_strategy != "no" else "epoch")
     save_steps = t.save_steps or eval_steps
     load_best = eval_strategy != "no" and save_strategy != "no"
-    if load_best and save_strategy == "steps" and save_steps % eval_steps:
-        raise ConfigError(f"training.save_steps ({save_steps}) must be a multiple of the evaluation "
-                          f"interval ({eval_steps} steps) so that the best checkpoint can be kept")
+    if load_best and save_strategy == "steps":
+        check_save_steps(save_steps, eval_steps)
     optim = OPTIMIZERS[t.optim].hf
     if optim != t.optim:
         log.info("optim %s is not in transformers 5; using %s (the same AdamW)", t.optim, optim)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from adapt import Backend, ConfigError, FSDPOptions, Parallel
-from pydantic import Field
+from pydantic import AliasChoices, Field, field_validator
 
 from adapt_backends.launch import LaunchParams, dist_backend, relaunch
 
@@ -85,8 +85,16 @@ SHIPPED = Path(__file__).parent / "deepspeed"
 
 class DeepSpeedParams(LaunchParams):
     deepspeed_stage: Literal[2, 3] = Field(2, description="ZeRO stage of the shipped config: 2 (optimizer state and gradients sharded) "
-                                                          "or 3 (weights too). Ignored when `deepspeed` names a config file.")
-    deepspeed: str | None = Field(None, description="A DeepSpeed JSON config file of your own (HF 'auto' values are filled in).")
+                                                          "or 3 (weights too; \"3\" as Azure ML passes it). Ignored when `deepspeed` "
+                                                          "names a config file.")
+    deepspeed: str | None = Field(None, validation_alias=AliasChoices("deepspeed", "deepspeed_config"),
+                                  description="A DeepSpeed JSON config file of your own (HF 'auto' values are filled in). "
+                                              "Azure ML name: deepspeed_config (image components).")
+
+    @field_validator("deepspeed_stage", mode="before")
+    @classmethod
+    def _stage_text(cls, value: Any) -> Any:
+        return int(value) if isinstance(value, str) and value.strip() in ("2", "3") else value
 
 
 class DeepSpeedBackend(_Launched):

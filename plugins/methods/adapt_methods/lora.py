@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from adapt import ConfigError, Method
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 
 from adapt_methods.common import (
     CONV_KINDS,
@@ -52,6 +52,13 @@ class LoraParams(QuantizationParams):
 class DoraParams(LoraParams):
     r: int = Field(16, ge=1, validation_alias=AliasChoices("r", "lora_r"), description="Rank of the low-rank direction update.")
     alpha: float = Field(8, gt=0, validation_alias=AliasChoices("alpha", "lora_alpha"), description="Scaling of the update (alpha / r).")
+
+    @model_validator(mode="after")
+    def _not_8bit(self) -> DoraParams:
+        if self.load_in_8bit:
+            raise ValueError("DoRA on an 8-bit base does not work (bitsandbytes' int8 layers give peft no weight to "
+                             "normalise); use load_in_4bit (qdora), or lora on 8 bit")
+        return self
 
 
 class QLoraParams(LoraParams):

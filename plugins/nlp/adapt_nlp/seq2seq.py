@@ -14,7 +14,7 @@ ROUGE = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
 class Seq2SeqParams(Params):
-    max_input_length: int = Field(512, ge=1, description="Truncate inputs to this many tokens.")
+    max_input_length: int = Field(512, ge=-1, description="Truncate inputs to this many tokens (-1: the model's maximum).")
     max_target_length: int = Field(128, ge=1, description="Truncate targets to this many tokens.")
     generation_max_length: int = Field(128, ge=1, description="Longest generated output (evaluation and predict).")
     generation_num_beams: int = Field(1, ge=1, description="Beam search width for generation (1: greedy).")
@@ -27,7 +27,7 @@ class SummarizationParams(Seq2SeqParams):
 
 
 class TranslationParams(Seq2SeqParams):
-    max_input_length: int = Field(128, ge=1, description="Truncate inputs to this many tokens.")
+    max_input_length: int = Field(128, ge=-1, description="Truncate inputs to this many tokens (-1: the model's maximum).")
     max_target_length: int = Field(128, ge=1, description="Truncate targets to this many tokens.")
     source_lang: str = Field("en", description="Source language code (the key in a translation dict column).")
     target_lang: str = Field("ro", description="Target language code.")
@@ -45,6 +45,13 @@ def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, flo
         for key, score in scorer.score(reference, prediction).items():
             totals[key] += score.fmeasure
     return {key: value / max(len(predictions), 1) for key, value in totals.items()}
+
+
+def bleu_score(predictions: list[str], references: list[str]) -> float:
+    """Corpus BLEU (sacrebleu) of generated texts against one reference each."""
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(predictions, [references]).score)
 
 
 class Seq2SeqTask(TextTask):
@@ -75,7 +82,7 @@ class Seq2SeqTask(TextTask):
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
             features = tokenizer([p.prefix + text for text in batch["_input"]], truncation=True,
-                                 max_length=p.max_input_length)
+                                 max_length=self.max_tokens(loaded, p.max_input_length))
             features["labels"] = tokenizer(text_target=batch["_target"], truncation=True,
                                            max_length=p.max_target_length)["input_ids"]
             features.pop("token_type_ids", None)
@@ -129,15 +136,16 @@ class Seq2SeqTask(TextTask):
         p = run.task_params
         inputs, _ = self.pairs(run, self.read(run, "predict", path), path, "predict")
         texts = generate(loaded, [p.prefix + t for t in inputs], run.training.per_device_eval_batch_size,
-                         p.generation_max_length, p.generation_num_beams, max_length=p.max_input_length)
+                         p.generation_max_length, p.generation_num_beams,
+                         max_length=self.max_tokens(loaded, p.max_input_length))
         return [{"input": i, "generated_text": t} for i, t in zip(inputs, texts, strict=True)]
 
 
 class Summarization(Seq2SeqTask):
     name = "summarization"
-    description = "Summarise documents with an encoder-decoder model; scored by ROUGE on generated summaries."
+    description = "Summarise documents with an encoder-decoder model; scored by ROUGE (and BLEU) on generated summaries."
     Params = SummarizationParams
-    metrics = ROUGE + ("gen_len",)
+    metrics = ROUGE + ("bleu", "gen_len")
     lower_is_better = frozenset({"loss", "gen_len"})
 
     def columns(self, run: Any, split: str) -> list[str | None]:
@@ -149,7 +157,7 @@ class Summarization(Seq2SeqTask):
         return self.column_pairs(table, path, split, p.document_column, p.summary_column)
 
     def scores(self, predictions: list[str], references: list[str]) -> dict[str, float]:
-        return rouge_scores(predictions, references)
+        return {**rouge_scores(predictions, references), "bleu": bleu_score(predictions, references)}
 
 
 class Translation(Seq2SeqTask):
@@ -185,7 +193,4 @@ class Translation(Seq2SeqTask):
         return self.column_pairs(table, path, split, p.source_column, p.target_column)
 
     def scores(self, predictions: list[str], references: list[str]) -> dict[str, float]:
-        import sacrebleu
-
-        return {"bleu": float(sacrebleu.corpus_bleu(predictions, [references]).score),
-                **rouge_scores(predictions, references)}
+        return {"bleu": bleu_score(predictions, references), **rouge_scores(predictions, references)}

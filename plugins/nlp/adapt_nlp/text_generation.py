@@ -6,7 +6,7 @@ import importlib.util
 from typing import Any, Literal
 
 from adapt import DataError, LoadedModel, ModelError, Params
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 
 from adapt_nlp.common import TextTask, generate
 
@@ -20,9 +20,17 @@ class TextGenerationParams(Params):
     data_format: Literal["auto", "text", "prompt_completion", "messages"] = Field(
         "auto", description="auto: messages if that column exists, else prompt / completion, else text.")
     packing: bool = Field(True, description="Concatenate examples and cut them into max_seq_length blocks (no padding).")
-    max_seq_length: int = Field(512, ge=8, description="Longest training sequence in tokens.")
+    max_seq_length: int = Field(512, description="Longest training sequence in tokens (-1: the model's maximum; else "
+                                                 "at least 8).")
     max_new_tokens: int = Field(64, ge=1, description="Tokens generated per prompt by adapt predict.")
     flash_attention2: bool = Field(False, description="Use FlashAttention-2 (a CUDA GPU and the flash-attn package).")
+
+    @field_validator("max_seq_length")
+    @classmethod
+    def _length(cls, value: int) -> int:
+        if value != -1 and value < 8:
+            raise ValueError("must be -1 (the model's maximum) or at least 8 tokens")
+        return value
 
 
 class TextGeneration(TextTask):
@@ -93,6 +101,7 @@ class TextGeneration(TextTask):
         import datasets
 
         p, tokenizer = run.task_params, loaded.processor
+        limit = self.max_tokens(loaded, p.max_seq_length)
         eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
         rows = datasets.Dataset.from_dict({"_prompt": list(prompts), "_completion": list(completions)})
 
@@ -102,12 +111,12 @@ class TextGeneration(TextTask):
                 head = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
                 tail = tokenizer((" " if prompt else "") + completion, add_special_tokens=False)["input_ids"] + [eos]
                 ids, labels = head + tail, [-100] * len(head) + tail
-                out["input_ids"].append(ids if p.packing else ids[:p.max_seq_length])
-                out["labels"].append(labels if p.packing else labels[:p.max_seq_length])
+                out["input_ids"].append(ids if p.packing else ids[:limit])
+                out["labels"].append(labels if p.packing else labels[:limit])
             return out
 
         def pack(batch: dict[str, list]) -> dict[str, list]:
-            size = p.max_seq_length
+            size = limit
             flat = {key: [t for row in batch[key] for t in row] for key in ("input_ids", "labels")}
             blocks = max(1, len(flat["input_ids"]) // size)
             return {key: [values[i * size:(i + 1) * size] for i in range(blocks)] for key, values in flat.items()}

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
-from adapt import DataError, LoadedModel, Params
+from adapt import DataError, LoadedModel, Params, read_table, require_columns
 from pydantic import Field
 
 from adapt_nlp.common import TextTask
 
+log = logging.getLogger("adapt")
+
 
 class TokenClassificationParams(Params):
     tokens_column: str = Field("tokens", description="Column holding each row's list of words.")
-    tags_column: str = Field("tags", description="Column holding each row's list of tags (names, or ids into `labels`).")
+    tags_column: str = Field("tags", description="Column holding each row's list of tags (names, or ids into `labels`); "
+                                                 "where the data has no `tags` column, the subtask's of Hugging Face's "
+                                                 "CoNLL layout: ner_tags, pos_tags or chunk_tags.")
     subtask: Literal["ner", "pos", "chunk"] = Field(
         "ner", description="ner / chunk: IOB tags scored by entity (seqeval); pos: plain tags scored by token.")
     labels: list[str] | None = Field(None, description="Tag names in order (ids in the data index them); None: the tags seen in training.")
@@ -31,6 +36,21 @@ class TokenClassification(TextTask):
         p = run.task_params
         return [p.tokens_column] + ([p.tags_column] if split != "predict" else [])
 
+    def read(self, run: Any, split: str, path: str) -> Any:
+        """The split's table; without a `tags` column (the default), the subtask's CoNLL-layout
+        column (ner_tags / pos_tags / chunk_tags) is read as the tags."""
+        p = run.task_params
+        table = read_table(path, split)
+        conll = f"{p.subtask}_tags"
+        default = type(p).model_fields["tags_column"].default
+        if (split != "predict" and p.tags_column == default and default not in table.column_names
+                and conll in table.column_names):
+            log.info("%s data %s: no %s column; reading the %s subtask's tags from %s", split, path, default,
+                     p.subtask, conll)
+            table = table.rename_column(conll, default)
+        require_columns(table, self.columns(run, split), path, split)
+        return table
+
     def _names(self, run: Any, values: list[Any]) -> list[str]:
         labels = run.task_params.labels
         if labels is not None and all(isinstance(v, int) for v in values):
@@ -42,6 +62,10 @@ class TokenClassification(TextTask):
         if p.labels:
             return {"labels": list(p.labels)}
         table = self.read(run, "train", run.config.data.train)
+        if p.subtask != "pos" and any(isinstance(tag, int) for tags in table[p.tags_column][:100] for tag in tags):
+            raise DataError(f"train data {run.config.data.train}, column {p.tags_column}: the tags are ids; {p.subtask} "
+                            "is scored by entity from IOB tag names, so name them in task_params.labels, in id order "
+                            "(CoNLL-2003's ner_tags: [O, B-PER, I-PER, B-ORG, I-ORG, B-LOC, I-LOC, B-MISC, I-MISC])")
         seen = {tag for tags in table[p.tags_column] for tag in self._names(run, tags)}
         labels = sorted(seen, key=lambda t: (t != "O", t.split("-", 1)[-1], t))
         return {"labels": labels}

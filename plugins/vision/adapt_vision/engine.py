@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from adapt import OPTIMIZERS, SCHEDULERS, ConfigError, Engine, Params, literal_optim_args
+from adapt import OPTIMIZERS, SCHEDULERS, ConfigError, Engine, HardwareError, Params, literal_optim_args
 from pydantic import Field
 
 log = logging.getLogger("adapt")
@@ -95,11 +95,14 @@ def _schedulers(t: Any, p: MMEngineParams, max_iters: int, iters_per_epoch: int)
         out.append({"type": "CosineAnnealingLR", "T_max": p.T_MAX or end - begin, "eta_min": 0.0, **span})
     elif kind == "polynomial":
         out.append({"type": "PolyLR", "power": 1.0, "eta_min": 0.0, **span})
-    elif kind not in ("constant", "constant_with_warmup"):
+    return out
+
+
+def _check_schedule(t: Any, p: MMEngineParams) -> None:
+    if not p.MILESTONES and SCHEDULERS[t.lr_scheduler_type] not in MMENGINE_SCHEDULES:
         allowed = ", ".join(k for k, v in SCHEDULERS.items() if v in MMENGINE_SCHEDULES)
         raise ConfigError(f"training.lr_scheduler_type: {t.lr_scheduler_type!r} is not available for MMEngine tasks "
                           f"(allowed: {allowed}; or a step schedule with task_params.MILESTONES)")
-    return out
 
 
 def _intervals(run: Any, n_train: int, has_eval: bool) -> dict[str, int]:
@@ -137,8 +140,8 @@ def _precision(run: Any) -> bool:
 
     amp = run.task_params.amp or run.training.precision != "32"
     if amp and not torch.cuda.is_available():
-        raise ConfigError("amp / training.precision 16 or bf16: MMEngine's mixed precision (AmpOptimWrapper) needs a "
-                          "GPU; on the CPU train with precision 32")
+        raise HardwareError("amp / training.precision 16 or bf16: MMEngine's mixed precision (AmpOptimWrapper) needs a "
+                            "GPU; on the CPU train with precision 32")
     return amp
 
 
@@ -495,10 +498,13 @@ class MMEngineEngine(Engine):
     task_params = MMEngineParams
 
     def check(self, run: Any) -> None:
+        _optimizer(run.training)  # an HF Trainer optimizer, or extra_optim_args that are no Python literals
+        _check_schedule(run.training, run.task_params)
         if run.backend.strategy == "fsdp":
             from adapt_vision.strategies import check_fsdp
 
             check_fsdp(run.parallel.fsdp, run.task.name)
+        _precision(run)  # mixed precision needs a GPU (this machine's limit, checked last)
 
     def train(self, run: Any) -> dict[str, Any]:
         return train(run)
