@@ -157,6 +157,10 @@ def test_hugging_face_names_are_accepted() -> None:
      "save_steps (50) must be a multiple of the evaluation interval (30 steps)"),
     ({"task": "text_classification", "method": "dora", "method_params": {"load_in_8bit": True}},
      "DoRA on an 8-bit base does not work"),
+    ({"task": "text_classification", "data": {"train": "t.jsonl"}, "training": {"apply_early_stopping": True}},
+     "training.apply_early_stopping needs evaluations"),
+    ({"task": "object_detection", "data": {"train": "t.json", "validation_split": 0.2}},
+     "data.validation_split: task object_detection takes validation data as its own file"),
 ])
 def test_validate_reports_what_training_would_refuse(config: dict, message: str, tmp_path) -> None:
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))

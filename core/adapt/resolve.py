@@ -80,11 +80,19 @@ def _check_combinations(run: Run, purpose: str) -> None:
     if metric not in metrics:
         raise ConfigError(f"training.metric_for_best_model: {t.metric_for_best_model!r} is not a metric "
                           f"of task {run.task.name} (allowed: {', '.join(metrics)})")
+    if purpose == "validate" and config.data.train:  # a complete config: what only training would check
+        _check_data_settings(run)
     if purpose != "train":
         return
     check_reference(config)
     if not config.data.train:
         raise ConfigError("data.train: no training data; give --train FILE or data.train")
+    _check_data_settings(run)
+
+
+def _check_data_settings(run: Run) -> None:
+    """The training settings that depend on which data splits the config gives."""
+    config, t = run.config, run.config.training
     if config.data.validation_split and not run.task.carves_validation:
         raise ConfigError(f"data.validation_split: task {run.task.name} takes validation data as its own file "
                           "(--validation FILE)")
