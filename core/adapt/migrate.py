@@ -151,9 +151,10 @@ class _Source:
         return self
 
     def find(self, *names: str) -> tuple[str, Any] | None:
-        """The first (key, value) set under one of ``names``, nyuntam's empty values skipped."""
+        """The first (key, value) set under one of ``names``; empty values (nyuntam's defaults,
+        written ``None`` in its docs) are skipped."""
         for key, name, _, value in self.items:
-            if name in names and value not in (None, ""):
+            if name in names and value not in (None, "") and not (isinstance(value, str) and value.strip() == "None"):
                 return key, value
         return None
 
