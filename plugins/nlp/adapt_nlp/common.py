@@ -3,12 +3,24 @@ errors, batched generation, and saving."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from adapt import DataError, LoadedModel, ModelError, Task, first_line, read_table, require_columns
+from pydantic import AfterValidator
 
 # Tokenizers that must be told a word-split input starts a new word (byte-level BPE).
 PREFIX_SPACE_FAMILIES = {"gpt2", "roberta", "longformer", "bart", "mvp", "deberta"}
+
+
+def tokens_or_model_max(minimum: int) -> Any:
+    """A length in tokens: -1 (the model's maximum, as Azure ML's pipeline writes it) or at least ``minimum``."""
+
+    def check(value: int) -> int:
+        if value != -1 and value < minimum:
+            raise ValueError(f"must be -1 (the model's maximum) or at least {minimum} tokens")
+        return value
+
+    return Annotated[int, AfterValidator(check)]
 
 
 class TextTask(Task):

@@ -9,16 +9,16 @@ import string
 from typing import Any
 
 from adapt import DataError, LoadedModel, Params
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from adapt_nlp.common import TextTask
+from adapt_nlp.common import TextTask, tokens_or_model_max
 
 
 class QuestionAnsweringParams(Params):
     question_column: str = Field("question", description="Column holding the question.")
     context_column: str = Field("context", description="Column holding the context the answer is taken from.")
     answers_column: str = Field("answers", description="Column of {text: [...], answer_start: [...]} (character offsets); empty lists: unanswerable.")
-    max_length: int = Field(384, description="Tokens per window of question + context (-1: the model's maximum; "
+    max_length: tokens_or_model_max(16) = Field(384, description="Tokens per window of question + context (-1: the model's maximum; "
                                              "else at least 16).")
     doc_stride: int = Field(128, ge=0, description="Tokens shared by consecutive windows of a long context.")
     max_answer_length: int = Field(30, ge=1, description="Longest answer in tokens.")
@@ -26,13 +26,6 @@ class QuestionAnsweringParams(Params):
     version_2_with_negative: bool | None = Field(
         None, description="Allow 'no answer' (SQuAD v2); None: yes when the training data has unanswerable questions.")
     null_score_diff_threshold: float = Field(0.0, description="Answer 'no answer' when its score beats the best span by more than this.")
-
-    @field_validator("max_length")
-    @classmethod
-    def _length(cls, value: int) -> int:
-        if value != -1 and value < 16:
-            raise ValueError("must be -1 (the model's maximum) or at least 16 tokens")
-        return value
 
 
 def normalize(text: str) -> str:

@@ -6,9 +6,9 @@ import importlib.util
 from typing import Any, Literal
 
 from adapt import DataError, LoadedModel, ModelError, Params
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field
 
-from adapt_nlp.common import TextTask, generate
+from adapt_nlp.common import TextTask, generate, tokens_or_model_max
 
 
 class TextGenerationParams(Params):
@@ -20,17 +20,10 @@ class TextGenerationParams(Params):
     data_format: Literal["auto", "text", "prompt_completion", "messages"] = Field(
         "auto", description="auto: messages if that column exists, else prompt / completion, else text.")
     packing: bool = Field(True, description="Concatenate examples and cut them into max_seq_length blocks (no padding).")
-    max_seq_length: int = Field(512, description="Longest training sequence in tokens (-1: the model's maximum; else "
+    max_seq_length: tokens_or_model_max(8) = Field(512, description="Longest training sequence in tokens (-1: the model's maximum; else "
                                                  "at least 8).")
     max_new_tokens: int = Field(64, ge=1, description="Tokens generated per prompt by adapt predict.")
     flash_attention2: bool = Field(False, description="Use FlashAttention-2 (a CUDA GPU and the flash-attn package).")
-
-    @field_validator("max_seq_length")
-    @classmethod
-    def _length(cls, value: int) -> int:
-        if value != -1 and value < 8:
-            raise ValueError("must be -1 (the model's maximum) or at least 8 tokens")
-        return value
 
 
 class TextGeneration(TextTask):

@@ -156,3 +156,19 @@ def test_token_classification_reads_hugging_faces_conll_layout(tmp_path: Path) -
     named = resolved({"task": "token_classification", "model": "m", "data": {"train": ids},
                       "task_params": {"labels": ["O", "B-PER"]}})
     assert named.task.inspect_data(named)["labels"] == ["O", "B-PER"]
+
+
+def test_lengths_take_minus_one_for_the_models_maximum() -> None:
+    """As Azure ML's pipeline writes max_seq_length: -1 is the model's maximum; other values have a floor."""
+    from adapt_nlp.question_answering import QuestionAnsweringParams
+    from adapt_nlp.seq2seq import SummarizationParams
+    from adapt_nlp.text_generation import TextGenerationParams
+    from pydantic import ValidationError
+
+    assert QuestionAnsweringParams(max_length=-1).max_length == -1
+    assert TextGenerationParams(max_seq_length=-1).max_seq_length == -1
+    assert SummarizationParams(max_input_length=-1).max_input_length == -1
+    with pytest.raises(ValidationError, match="at least 16 tokens"):
+        QuestionAnsweringParams(max_length=8)
+    with pytest.raises(ValidationError, match="at least 8 tokens"):
+        TextGenerationParams(max_seq_length=4)
