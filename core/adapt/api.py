@@ -90,6 +90,13 @@ class Task(_Named):
         ``[]`` when the model has no separate head; None to let the method find it."""
         return None
 
+    def examples(self, run: Run, split: str, path: str) -> Any:
+        """The examples of a data file as training iterates over them, for counting (``adapt plan``'s
+        rows and steps): by default the rows of the table; a COCO file's images for detection."""
+        from adapt.data import read_table
+
+        return read_table(path, split)
+
     def load_data(self, run: Run, loaded: LoadedModel, splits: dict[str, str]) -> dict[str, Any]:
         """Read and preprocess the named splits ({"train": path, ...}) into engine datasets."""
         raise NotImplementedError

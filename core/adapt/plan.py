@@ -33,19 +33,17 @@ def memory_estimate(model: Any, optim: str) -> dict[str, int]:
 
 def plan(run: Run) -> dict[str, Any]:
     """Load and adapt the model as ``adapt train`` would; report parameters, memory and steps."""
-    from adapt.data import read_table
-
     t, data = run.training, run.config.data
     model = run.load_adapted(run.model_source(), run.task.inspect_data(run)).model
-    # the training rows as tasks read them (validation carved off unless given, then limited); a given
-    # validation file is not read
+    # the training examples as tasks count them (validation carved off unless given, then limited); a
+    # given validation file is not read
     splits = {"train": data.train, **({"validation": data.validation} if data.validation else {})}
-    tables = run.read_splits(splits, lambda split, path: read_table(path, split) if split == "train" else [])
+    tables = run.read_splits(splits, lambda split, path: run.task.examples(run, split, path) if split == "train" else [])
     rows = len(tables["train"][0])
     per_epoch = run.steps_per_epoch(rows)
     steps = t.max_steps if t.max_steps > 0 else math.ceil(t.num_train_epochs * per_epoch)
     return {"task": run.task.name, "method": run.method.name, "model": run.model_path,
-            **parameter_report(model), **memory_estimate(model, t.optim), "train_rows": rows,
+            **parameter_report(model), "head_modules": run.head_modules, **memory_estimate(model, t.optim), "train_rows": rows,
             "steps_per_epoch": per_epoch, "total_steps": steps,
             "effective_batch_size": t.per_device_train_batch_size * run.world_size * t.gradient_accumulation_steps,
             "note": "activations are not included: they grow with batch size and sequence / image size"}

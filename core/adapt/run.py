@@ -184,6 +184,8 @@ class Run:
         params = models.parameter_report(loaded.model)
         log.info("method %s: %s of %s parameters trainable (%.4f%%)", self.method.name,
                  f"{params['trainable_parameters']:,}", f"{params['total_parameters']:,}", params["trainable_percent"])
+        if self.head_modules:
+            log.info("task head (trained in full by the methods that adapt the rest): %s", ", ".join(self.head_modules))
         t = self.training
         batch = t.per_device_train_batch_size
         log.info("effective batch size: %d per device x %d process(es) x %d accumulation = %d", batch,

@@ -26,7 +26,7 @@ from adapt_methods.common import (
     kind,
     quantized_kind,
 )
-from adapt_methods.targets import resolve_targets, ssf_targets
+from adapt_methods.targets import resolve_targets, ssf_targets, without_excluded
 
 log = logging.getLogger("adapt")
 SSF_KINDS = LINEAR_KINDS + CONV_KINDS + NORM_KINDS
@@ -36,7 +36,10 @@ CHANNEL_FIRST = ("Conv2d", "BatchNorm1d", "BatchNorm2d", "SyncBatchNorm", "Group
 class SSFParams(QuantizationParams):
     target_modules: list[str] | None = Field(
         None, description="Layers followed by a scale and shift; None: every Linear, Conv2d and norm layer outside the "
-                          "head (backbone and neck for detectors).")
+                          "head (for detectors: backbone, neck and the shared layers of the heads).")
+    exclude_modules: list[str] = Field(default_factory=list, description="Module names or name suffixes never "
+                                                                         "followed by a scale and shift (and what is "
+                                                                         "inside them).")
     init_scale_std: float = Field(0.02, ge=0, description="Scales start at N(1, std).")
     init_shift_std: float = Field(0.02, ge=0, description="Shifts start at N(0, std).")
     merge_weights: bool = Field(True, validation_alias=AliasChoices("merge_weights", "merge_ssf_weights"),
@@ -116,6 +119,7 @@ class SSFMethod(Method):
             targets = resolve_targets(model, params.target_modules, SSF_KINDS)
         else:
             targets = ssf_targets(model, head)
+        targets = without_excluded(model, targets, params.exclude_modules, SSF_KINDS)
         for name in targets:
             add_ssf(model.get_submodule(name), params.init_scale_std, params.init_shift_std)
         freeze_all_but(model, head)

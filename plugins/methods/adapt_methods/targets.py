@@ -2,9 +2,11 @@
 
 Users' ``target_modules`` are always used as given. Without them: transformers families use
 peft's own defaults when they match the model (BERT, RoBERTa, DeBERTa, GPT-2, Llama, T5, BART...),
-else the attention projections found by name (ViT in transformers 5: q_proj / v_proj); models
-with a ``backbone`` (mmdet, mmpose) are adapted in their backbone and neck; any other model (timm
-CNNs, your own) in every layer of the kind outside its head.
+else the attention projections found by name (ViT in transformers 5: q_proj / v_proj); any other
+model (timm CNNs, mmdet detectors, mmpose models, your own) in every layer of the kind outside its
+head. A detector's head is its predictors (the layers whose shape depends on the classes, and
+their box siblings): the shared layers of its heads (RetinaNet's stacked convs, an RoI head's FCs,
+an RPN) are adapted like the backbone and neck.
 """
 
 from __future__ import annotations
@@ -17,16 +19,6 @@ from adapt_methods.common import CONV_KINDS, LINEAR_KINDS, NORM_KINDS, candidate
 
 ATTENTION_PROJECTIONS = ("q_proj", "v_proj", "query", "value", "q", "v", "c_attn", "qkv", "query_proj",
                          "value_proj", "in_proj")
-
-
-def scope(model: Any) -> list[str]:
-    """Where defaults apply: backbone and neck of detectors / pose models, else everywhere."""
-    parts = [name for name in ("backbone", "neck") if hasattr(model, name)]
-    return parts if "backbone" in parts else [""]
-
-
-def _in_scope(name: str, prefixes: list[str]) -> bool:
-    return prefixes == [""] or in_any(name, prefixes)
 
 
 def _grouped(module: Any) -> bool:
@@ -46,9 +38,7 @@ def lora_targets(model: Any, head: list[str]) -> list[str]:
     if not chosen and model_type:
         chosen = [n for n, _ in linear if n.rsplit(".", 1)[-1] in ATTENTION_PROJECTIONS]
     if not chosen:
-        where = scope(model)
-        chosen = [n for n, m in modules if _in_scope(n, where)
-                  and (kind(m) in LINEAR_KINDS or (kind(m) in CONV_KINDS and not _grouped(m)))]
+        chosen = [n for n, m in modules if kind(m) in LINEAR_KINDS or (kind(m) in CONV_KINDS and not _grouped(m))]
     if not chosen:
         raise ConfigError(f"method_params.target_modules: found no layer of {type(model).__name__} to adapt outside "
                           f"its head; name targets among: {', '.join(candidate_names(model, LINEAR_KINDS + CONV_KINDS))}")
@@ -57,9 +47,8 @@ def lora_targets(model: Any, head: list[str]) -> list[str]:
 
 def ssf_targets(model: Any, head: list[str]) -> list[str]:
     """Full names of the modules SSF follows by default: every Linear, Conv2d and norm layer."""
-    where, shared = scope(model), tied(model)
-    chosen = [n for n, m in model.named_modules() if n and not in_any(n, head) and _in_scope(n, where)
-              and n not in shared and kind(m) in LINEAR_KINDS + CONV_KINDS + NORM_KINDS]
+    shared = tied(model)
+    chosen = [n for n, m in model.named_modules() if n and not in_any(n, head) and n not in shared and kind(m) in LINEAR_KINDS + CONV_KINDS + NORM_KINDS]
     if not chosen:
         raise ConfigError(f"method_params.target_modules: found no Linear, Conv2d or norm layer of "
                           f"{type(model).__name__} outside its head")
@@ -75,3 +64,17 @@ def resolve_targets(model: Any, targets: list[str], kinds: tuple[str, ...]) -> l
         raise ConfigError(f"method_params.target_modules: {', '.join(unmatched)} match no module of "
                           f"{type(model).__name__}; candidates: {', '.join(candidate_names(model, kinds))}")
     return [n for n in names if matches(n, targets)]
+
+
+def without_excluded(model: Any, targets: list[str], exclude: list[str], kinds: tuple[str, ...]) -> list[str]:
+    """``targets`` less the modules ``exclude`` names (peft's rule: a name or a name suffix, and what is
+    inside it); an exclude that matches no module is an error listing the candidates."""
+    if not exclude:
+        return targets
+    names = [n for n, m in model.named_modules() if n]
+    unmatched = [e for e in exclude if not any(matches(n, [e]) for n in names)]
+    if unmatched:
+        raise ConfigError(f"method_params.exclude_modules: {', '.join(unmatched)} match no module of "
+                          f"{type(model).__name__}; candidates: {', '.join(candidate_names(model, kinds))}")
+    excluded = [n for n in names if matches(n, exclude)]
+    return [t for t in targets if not in_any(t, excluded) and not matches(t, exclude)]

@@ -249,3 +249,62 @@ def test_lora_on_grouped_conv_is_kept_unmerged() -> None:
 
 def stored_bytes(model) -> int:  # noqa: ANN001 - the weights and buffers as stored (4-bit weights packed)
     return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
+class WideCNN(torch.nn.Module):
+    """Convolutions wide enough that rank 8 would give them large adapters, and a Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.narrow = torch.nn.Conv2d(3, 16, 3, padding=1)  # 432 weights: rank 8 would add 8 * (27 + 16) = 344
+        self.wide = torch.nn.Conv2d(16, 256, 3, padding=1)  # 36,864 weights: fits rank 2 at a 2% share
+        self.proj = torch.nn.Linear(256, 256)
+        self.fc = torch.nn.Linear(256, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.proj(self.wide(self.narrow(x)).mean(dim=(2, 3))))
+
+
+@pytest.mark.parametrize("name", ["lora", "dora"])
+def test_convolution_ranks_are_capped_by_their_share_and_keep_the_scale(name: str) -> None:
+    """max_conv_share lowers each convolution's rank to fit its share of the layer (alpha follows, so
+    alpha / r stays); Linear layers keep r; 0 turns the cap off; merging stays exact."""
+    method = BY_NAME[name]
+    params = method.Params(r=8, alpha=16, max_conv_share=0.02, init_lora_weights=False)
+    model = method.apply(WideCNN(), params, method_run(["fc"]))
+    layers = dict(model.named_modules())
+    ranks = {n.removeprefix("base_model.model."): m.r["default"] for n, m in layers.items() if hasattr(m, "lora_A")}
+    scales = {n.removeprefix("base_model.model."): m.scaling["default"] for n, m in layers.items()
+              if hasattr(m, "lora_A")}
+    # share * weights / (in*k*k + out) per rank: narrow 0.02 * 432 / 43 -> 1 (the floor); wide 0.02 * 36864 / 400 -> 1
+    assert ranks == {"narrow": 1, "wide": 1, "proj": 8}
+    assert set(scales.values()) == {16 / 8}
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    uncapped = method.apply(WideCNN(), method.Params(r=8, max_conv_share=0), method_run(["fc"]))
+    assert {m.r["default"] for m in uncapped.modules() if hasattr(m, "lora_A")} == {8}
+    assert trainable < sum(p.numel() for p in uncapped.parameters() if p.requires_grad)
+    def make() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+        torch.manual_seed(0)  # the same base weights each time
+        return WideCNN(), {"x": torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))}
+
+    report = check_method(method, make, head_modules=["fc"],
+                          params=method.Params(r=8, alpha=16, max_conv_share=0.02))
+    assert report["merge_difference"] <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["lora", "dora", "ssf"])
+def test_exclude_modules_are_never_adapted(name: str) -> None:
+    """exclude_modules takes names or suffixes out of the default targets and out of your own; one
+    that matches nothing is an error naming the candidates."""
+    from adapt import ConfigError
+
+    method = BY_NAME[name]
+    marker = "ssf_scale" if name == "ssf" else "lora_A"
+    model = method.apply(WideCNN(), method.Params(exclude_modules=["wide"]), method_run(["fc"]))
+    adapted = {n.removeprefix("base_model.model.").split(".")[0] for n, _ in model.named_parameters() if marker in n}
+    assert adapted == {"narrow", "proj"}
+    own = method.apply(WideCNN(), method.Params(target_modules=["narrow", "wide"], exclude_modules=["narrow"]),
+                       method_run(["fc"]))
+    assert {n.removeprefix("base_model.model.").split(".")[0] for n, _ in own.named_parameters() if marker in n} == {"wide"}
+    with pytest.raises(ConfigError, match="exclude_modules: nope match no module.*narrow"):
+        method.apply(WideCNN(), method.Params(exclude_modules=["nope"]), method_run(["fc"]))

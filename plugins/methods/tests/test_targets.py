@@ -38,20 +38,21 @@ def test_transformers_families(family: str, expected: set[str]) -> None:
 
 
 class Detector(torch.nn.Module):
-    """The shape of an mmdet / mmpose model: backbone, neck, head."""
+    """The shape of an mmdet / mmpose model: backbone, neck, a head with shared convs and predictors."""
 
     def __init__(self) -> None:
         super().__init__()
         self.backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
         self.neck = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 1), torch.nn.GroupNorm(2, 8))
-        self.bbox_head = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3), torch.nn.Conv2d(8, 4, 1))
-        self.extra = torch.nn.Linear(4, 4)
+        self.bbox_head = torch.nn.ModuleDict({"cls_convs": torch.nn.Conv2d(8, 8, 3), "cls": torch.nn.Conv2d(8, 4, 1)})
 
 
-def test_detectors_adapt_backbone_and_neck_only() -> None:
+def test_detectors_adapt_everything_but_their_predictors() -> None:
+    """The task's head is its predictors: a head's shared convs are adapted like backbone and neck."""
     model = Detector()
-    assert lora_targets(model, ["bbox_head"]) == ["backbone.0", "neck.0"]
-    assert ssf_targets(model, ["bbox_head"]) == ["backbone.0", "backbone.1", "neck.0", "neck.1"]
+    assert lora_targets(model, ["bbox_head.cls"]) == ["backbone.0", "neck.0", "bbox_head.cls_convs"]
+    assert ssf_targets(model, ["bbox_head.cls"]) == ["backbone.0", "backbone.1", "neck.0", "neck.1",
+                                                     "bbox_head.cls_convs"]
 
 
 def test_tied_head_is_never_a_target() -> None:

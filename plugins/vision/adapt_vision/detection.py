@@ -74,8 +74,8 @@ class ObjectDetection(OpenMMLabTask):
                 raise DataError(f"{split} data {path}: its categories are in another order than the training file's "
                                 f"({', '.join(classes)}); mmdet numbers classes in file order")
             self.check_images(run, split, path, coco)
-            limit = run.data_limit(split)
-            size = min(len(coco["images"]), limit or len(coco["images"]))
+            limit, count = run.data_limit(split), len(self.coco_examples(coco, split))
+            size = min(count, limit or count)
             dataset = {"type": "CocoDataset", "ann_file": str(Path(path).resolve()),
                        "data_prefix": {"img": str(self.image_root(run, path)) + "/"},
                        "metainfo": self.metainfo(run, classes), "pipeline": self.pipeline(run, loaded, split),

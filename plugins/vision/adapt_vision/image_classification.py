@@ -12,6 +12,7 @@ from adapt import DataError, LoadedModel, ModelError, Params, Task, first_line, 
 from pydantic import Field
 
 from adapt_vision.images import IMAGE_SUFFIXES, check_readable
+from adapt_vision.timm_backbone import load_by_name_or_layout
 
 log = logging.getLogger("adapt")
 TIMM_FILE = "timm.json"
@@ -141,7 +142,7 @@ class ImageClassification(Task):
                 raise ModelError(f"model {source}: a checkpoint file; name its architecture in task_params.timm_model "
                                  "(e.g. efficientnet_lite0)")
             model = self._create(p.timm_model, pretrained=False)
-            _load_by_name_or_layout(model, source)
+            load_by_name_or_layout(model, source, "task_params.timm_model")
             model.reset_classifier(n)
         else:
             model = self._create(source, pretrained=p.pretrained, num_classes=n)
@@ -275,34 +276,6 @@ class ImageClassificationMultilabel(ImageClassification):
 def _hub_like(source: str) -> bool:
     """``org/name`` that is not a local path: an HF hub id."""
     return source.count("/") == 1 and not Path(source).exists()
-
-
-def _load_by_name_or_layout(model: Any, path: str) -> None:
-    """Load a state dict by name; when its names are another library's for the same network
-    (e.g. efficientnet_pytorch's ``_blocks.0._bn1`` for timm's ``blocks.0.0.bn1``), by position,
-    only if every tensor's shape matches in order."""
-    import torch
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(path) if path.endswith(".safetensors") else torch.load(path, map_location="cpu",
-                                                                                   weights_only=True)
-    except Exception as exc:  # weights_only refuses pickled objects
-        raise ModelError(f"model {path}: not a checkpoint of weights ({first_line(exc)})") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    if set(state) & set(own):
-        missing, _ = model.load_state_dict(state, strict=False)
-        if missing:
-            log.warning("checkpoint %s: %d tensors of the model not in it (e.g. %s)", path, len(missing), missing[0])
-        return
-    if len(state) == len(own) and all(a.shape == b.shape for a, b in zip(state.values(), own.values(), strict=True)):
-        model.load_state_dict(dict(zip(own, state.values(), strict=True)))
-        log.info("checkpoint %s: names differ from %s's (%s vs %s); loaded by position: the same %d tensors in the "
-                 "same order and shapes", path, type(model).__name__, next(iter(state)), next(iter(own)), len(own))
-        return
-    raise ModelError(f"model {path}: its tensors fit neither the names nor the layout of task_params.timm_model")
 
 
 _CLASSIFIER: Any = None

@@ -4,9 +4,11 @@ clear errors, weights saved as safetensors beside the config that rebuilds them.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import logging
+import weakref
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,16 +21,30 @@ from adapt_vision.images import IMAGE_SUFFIXES, check_readable
 log = logging.getLogger("adapt")
 CONFIG_FILE = "config.py"
 WEIGHTS_FILE = "model.safetensors"
+# Box / quality predictors beside a class predictor (RetinaNet retina_cls -> retina_reg, FCOS conv_cls ->
+# conv_reg, conv_centerness, YOLOX / RTMDet ..._obj): found by replacing "cls" in its name.
+SIBLINGS = ("reg", "centerness", "obj", "objectness", "iou")
+_PREDICTORS: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
 
 
 class OpenMMLabParams(MMEngineParams):
     checkpoint: str | None = Field(None, description="A local checkpoint (.pth) of the model config's weights "
                                                      "(OpenMMLab's model zoo files); heads of another shape are re-initialised.")
+    backbone: str | None = Field(None, description="A timm network (e.g. efficientnet_lite0, resnet18) replacing the "
+                                                  "config's backbone, as many of its deepest feature levels as the "
+                                                  "neck takes, their channels wired into the neck (or a pose head).")
+    backbone_checkpoint: str | None = Field(None, description="Weights of that timm network as a classifier (a .pth "
+                                                              "or .safetensors file: timm's names, or another "
+                                                              "library's for the same network, matched by layout); "
+                                                              "None: random weights.")
     image_folder: str | None = Field(None, description="Folder the COCO file_name entries are relative to (None: the "
                                                        "annotation file's folder).")
     image_width: int = Field(-1, ge=-1, description="Images are resized to fit this width, keeping their aspect "
                                                     "ratio (-1: the model config's size).")
     image_height: int = Field(-1, ge=-1, description="... and this height (-1: the model config's size).")
+    pretrained_init: bool = Field(True, description="Use the model config's own pretrained init (init_cfg type "
+                                                   "Pretrained: usually ImageNet backbone weights, downloaded once "
+                                                   "into torch's hub cache); false: random weights instead.")
     apply_augmentations: bool = Field(True, description="Random horizontal flips of training images.")
     draw_folder: str | None = Field(None, description="adapt predict: also write each image with its predictions "
                                                       "drawn into this folder.")
@@ -43,7 +59,7 @@ class OpenMMLabTask(Task):
     package: ClassVar[str] = "mmdet"
     evaluators: ClassVar[str] = "adapt_vision.metrics"  # the module that registers the task's evaluators
     install_hint: ClassVar[str] = "pip install adapt-vision"
-    head_names: ClassVar[tuple[str, ...]] = ()
+    head_names: ClassVar[tuple[str, ...]] = ()  # the heads: where predictors are looked for
 
     # model --------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -56,6 +72,9 @@ class OpenMMLabTask(Task):
         # mmengine 0.10.7 imports pkg_resources (hence setuptools<81), which warns it is deprecated
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
+        from adapt_vision import timm_backbone
+
+        timm_backbone.register()
         if mmcv_ops.install():
             log.debug("mmcv compiled ops: torchvision-backed provider (mmcv-lite install)")
         try:
@@ -112,14 +131,21 @@ class OpenMMLabTask(Task):
             cfg.merge_from_dict(p.cfg_options)
         if "model" not in cfg:
             raise ModelError(f"model {source}: {path} has no `model` section")
+        if p.backbone and not (saved and saved.is_file()):
+            from adapt_vision.timm_backbone import wire_backbone
+
+            wire_backbone(cfg, p.backbone, p.backbone_checkpoint)
+        elif p.backbone_checkpoint and not p.backbone:
+            raise ModelError("task_params.backbone_checkpoint: give the timm network it holds as task_params.backbone")
         self.shape_config(cfg, meta, p)
         checkpoint = p.checkpoint
-        if checkpoint or (saved and saved.is_file()):
-            _drop_pretrained(cfg.model)  # the weights come from the checkpoint
+        if checkpoint or (saved and saved.is_file()) or not p.pretrained_init:
+            _drop_pretrained(cfg.model)  # the weights come from the checkpoint (or random, as asked)
         if not checkpoint and not (saved and saved.is_file()) and not _has_pretrained(cfg.model):
             log.warning("model %s: no task_params.checkpoint and no pretrained init in its config: it starts from random "
                         "weights (parameter-efficient methods adapt pretrained weights)", source)
         model = self.build(cfg.model, source)
+        _PREDICTORS[model] = self.predictors(cfg, model, meta, p)
         if saved and saved.is_file():
             from safetensors.torch import load_file
 
@@ -134,7 +160,7 @@ class OpenMMLabTask(Task):
         state = {"model_cfg": model_cfg, "auto_scale_lr": cfg.get("auto_scale_lr"), "scale": self.scale(cfg)}
         return LoadedModel(model, None, dict(meta), state)
 
-    def build(self, model_cfg: Any, source: str) -> Any:
+    def build(self, model_cfg: Any, source: str, init: bool = True) -> Any:
         import importlib
 
         from mmengine.registry import DefaultScope
@@ -143,8 +169,12 @@ class OpenMMLabTask(Task):
         try:
             with DefaultScope.overwrite_default_scope(self.package):
                 model = registry.build(model_cfg)
-                model.init_weights()
+                if init:
+                    model.init_weights()
         except Exception as exc:
+            downloads = _pretrained(model_cfg) if _is_download_error(exc) else []
+            if downloads:
+                raise ModelError(_download_help(source, downloads, exc)) from None
             raise ModelError(f"model {source} could not be built for {self.name.replace('_', ' ')}: "
                              f"{first_line(exc)}") from None
         return model
@@ -165,7 +195,35 @@ class OpenMMLabTask(Task):
         return tuple(loaded.state["scale"])  # type: ignore[return-value]
 
     def head_modules(self, model: Any) -> list[str]:
-        return [name for name in self.head_names if hasattr(model, name)]
+        """The predictors (see :meth:`predictors`): what every method trains in full; the heads'
+        shared layers are adapted by the method like the backbone and neck."""
+        found = _PREDICTORS.get(model)
+        return list(found) if found is not None else [name for name in self.head_names if hasattr(model, name)]
+
+    def predictors(self, cfg: Any, model: Any, meta: dict[str, Any], params: Any) -> list[str]:
+        """Layers whose shape depends on the data (classes, keypoints), found by building the
+        config for one more class / keypoint on the meta device and comparing shapes, plus
+        the box predictors beside each class predictor: the layers PEFT trains in full."""
+        import torch
+
+        bigger = {**meta, **{k: [*meta[k], "_"] for k in ("classes", "keypoints") if k in meta}}
+        other = copy.deepcopy(cfg)
+        self.shape_config(other, bigger, params)
+        _drop_pretrained(other.model)
+        try:
+            with torch.device("meta"):
+                shapes = {n: p.shape for n, p in self.build(other.model, "", init=False).named_parameters()}
+        except ModelError:  # a module that cannot be built on the meta device: the whole heads, as before
+            return [name for name in self.head_names if hasattr(model, name)]
+        modules = dict(model.named_modules())
+        found = sorted({name.rsplit(".", 1)[0] for name, p in model.named_parameters()
+                        if name in shapes and shapes[name] != p.shape and name.startswith(self.head_names)})
+        for name in list(found):
+            where = name.rfind("cls")
+            for sibling in (name[:where] + s + name[where + 3:] for s in SIBLINGS if where >= 0):
+                if sibling in modules and sibling not in found and next(modules[sibling].parameters(), None) is not None:
+                    found.append(sibling)
+        return sorted(found)
 
     def engine_settings(self, run: Any, loaded: LoadedModel) -> dict[str, Any]:
         settings: dict[str, Any] = {"default_scope": self.package}
@@ -235,6 +293,17 @@ class OpenMMLabTask(Task):
                 raise DataError(f"{where}: bbox must be [x, y, width, height] with width, height >= 0, not {bbox!r}")
         return coco
 
+    def examples(self, run: Any, split: str, path: str) -> list[dict[str, Any]]:
+        """What training iterates over (``adapt plan`` counts them)."""
+        return self.coco_examples(self.read_coco(run, split, path), split)
+
+    def coco_examples(self, coco: dict[str, Any], split: str) -> list[dict[str, Any]]:
+        """A COCO file's images; for training only those with annotations (as mmdet filters them)."""
+        if split != "train":
+            return coco["images"]
+        annotated = {a["image_id"] for a in coco["annotations"]}
+        return [image for image in coco["images"] if image["id"] in annotated]
+
     def check_images(self, run: Any, split: str, path: str, coco: dict[str, Any]) -> None:
         """Every image opens as an image (a corrupted file fails here, not deep in training)."""
         root = self.image_root(run, path)
@@ -295,6 +364,58 @@ def load_weights(model: Any, path: str) -> None:
         raise ModelError(f"task_params.checkpoint: {path} could not be read as a checkpoint of weights: "
                          f"{first_line(exc)}") from None
 
+
+
+def _pretrained(cfg: Any) -> list[str]:
+    """The checkpoints a config's ``init_cfg=dict(type='Pretrained', checkpoint=...)`` entries load."""
+    if isinstance(cfg, dict):
+        init = cfg.get("init_cfg")
+        own = [init["checkpoint"]] if isinstance(init, dict) and init.get("type") == "Pretrained" else []
+        return own + [c for v in cfg.values() for c in _pretrained(v)]
+    return [c for v in cfg for c in _pretrained(v)] if isinstance(cfg, list) else []
+
+
+def _is_download_error(exc: BaseException) -> bool:
+    import urllib.error
+
+    seen: BaseException | None = exc
+    while seen is not None:  # urllib's error, or one that wraps it
+        if isinstance(seen, (urllib.error.URLError, ConnectionError, TimeoutError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "urlopen error" in str(exc) or "Name or service not known" in str(exc)
+
+
+def download_url(checkpoint: str) -> str:
+    """The URL mmengine downloads for a checkpoint name (torchvision://, open-mmlab://, mmcls://)."""
+    from mmengine.runner import checkpoint as known
+
+    scheme, _, name = checkpoint.partition("://")
+    if scheme == "torchvision":
+        return known.get_torchvision_models().get(name, checkpoint)
+    if scheme in ("open-mmlab", "openmmlab"):
+        name = known.get_deprecated_model_names().get(name, name)
+        return known.get_external_models().get(name, checkpoint)
+    if scheme == "mmcls":
+        return known.get_mmcls_models().get(name, checkpoint)
+    return checkpoint
+
+
+def _download_help(source: str, checkpoints: list[str], exc: BaseException) -> str:
+    import urllib.parse
+
+    import torch
+
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    files = []
+    for checkpoint in checkpoints:
+        url = download_url(checkpoint)
+        name = Path(urllib.parse.urlparse(url).path).name
+        files.append(f"{url} (as {cache / name})" if url.startswith("http") else url)
+    return (f"model {source}: its config starts from pretrained weights that must be downloaded, and the download "
+            f"failed ({first_line(exc)}): {'; '.join(files)}. Either put the file in torch's hub cache as named "
+            f"(it is then read offline), give the model's weights as task_params.checkpoint, or start from random "
+            f"weights with task_params.pretrained_init=false")
 
 
 def _has_pretrained(cfg: Any) -> bool:

@@ -73,6 +73,10 @@ class PoseDetection(OpenMMLabTask):
                                 f"{len(points) if isinstance(points, list) else type(points).__name__}")
         return coco
 
+    def coco_examples(self, coco: dict[str, Any], split: str) -> list[dict[str, Any]]:
+        """Top-down pose iterates over person instances: the annotations with a visible keypoint."""
+        return [a for a in coco["annotations"] if any((a.get("keypoints") or [])[2::3])]
+
     def shape_config(self, cfg: Any, meta: dict[str, Any], params: Any = None) -> None:
         head = cfg.model.get("head")
         key = next((k for k in HEAD_SIZE_KEYS if isinstance(head, dict) and k in head), None)
@@ -123,8 +127,7 @@ class PoseDetection(OpenMMLabTask):
                 raise DataError(f"{split} data {path}: its keypoints ({', '.join(names or ['none'])}) are not the "
                                 f"model's ({', '.join(meta['keypoints'])})")
             self.check_images(run, split, path, coco)
-            instances = sum(1 for a in coco["annotations"] if any(a["keypoints"][2::3]))
-            limit = run.data_limit(split)
+            limit, instances = run.data_limit(split), len(self.coco_examples(coco, split))
             size = min(instances, limit or instances)
             dataset = {"type": "CocoDataset", "data_mode": "topdown", "ann_file": str(Path(path).resolve()),
                        "data_prefix": {"img": str(self.image_root(run, path)) + "/"}, "metainfo": self.metainfo(meta),

