@@ -23,6 +23,7 @@ fine-tuning; writes bench/results/detection_transfer.json (or detection_transfer
 from __future__ import annotations
 
 import argparse
+import colorsys
 import json
 import math
 import os
@@ -46,13 +47,30 @@ LEARNING_RATES = {"full": 1e-3, "last_layer": 1e-2, "ssf": 3e-3, "lora": 3e-3, "
 SIZE = 96
 SWEEP_ITERATIONS = 150
 
-# Domain A: shapes in warm colours on grey noise.  Domain B: other shapes, any colour, busy backgrounds.
+# Domain A: squares, discs and triangles in colours of the first half of the hue circle (reds to greens); its
+# backgrounds grey noise, colour gradients or checkerboards ("varied", the default) or grey noise and warm colours
+# only ("narrow"). Domain B: crosses, rings, diamonds and bars in the other half (cyans to magentas, or any colour
+# after a narrow A) on diagonal stripes or dot patterns.
 DOMAIN_A = ("square", "disc", "triangle")
 DOMAIN_B = ("cross", "ring", "diamond", "bar")
+pretraining = "varied"  # set by --domain-a
 
 
-def _background(rng: random.Random, busy: bool) -> Image.Image:
-    if not busy:
+def _colour(rng: random.Random, domain: str) -> tuple[int, ...]:
+    if pretraining == "narrow":
+        if domain == "A":
+            return (rng.randint(180, 255), rng.randint(60, 160), rng.randint(0, 60))
+        return tuple(rng.randint(0, 255) for _ in range(3))
+    hue = rng.uniform(0.0, 0.5) if domain == "A" else rng.uniform(0.5, 1.0)
+    r, g, b = colorsys.hsv_to_rgb(hue, rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.0))
+    return (int(r * 255), int(g * 255), int(b * 255))
+
+
+def _background(rng: random.Random, domain: str) -> Image.Image:
+    kinds = (("noise",) if pretraining == "narrow" else ("noise", "gradient", "checker")) if domain == "A" else \
+        (("stripes",) if pretraining == "narrow" else ("stripes", "dots"))
+    kind = rng.choice(kinds)
+    if kind == "noise":
         image = Image.new("RGB", (SIZE, SIZE), (rng.randint(100, 150),) * 3)
         draw = ImageDraw.Draw(image)
         for _ in range(60):
@@ -60,12 +78,26 @@ def _background(rng: random.Random, busy: bool) -> Image.Image:
             draw.point((x, y), fill=(shade,) * 3)
         return image
     base = tuple(rng.randint(40, 200) for _ in range(3))
+    other = tuple(min(255, max(0, c + rng.randint(-60, 60))) for c in base)
     image = Image.new("RGB", (SIZE, SIZE), base)
     draw = ImageDraw.Draw(image)
     step = rng.randint(6, 14)
-    other = tuple(min(255, max(0, c + rng.randint(-50, 50))) for c in base)
-    for offset in range(-SIZE, SIZE, step):  # diagonal stripes
-        draw.line((offset, 0, offset + SIZE, SIZE), fill=other, width=step // 2)
+    if kind == "gradient":
+        for y in range(SIZE):
+            t = y / SIZE
+            draw.line((0, y, SIZE, y), fill=tuple(int(a * (1 - t) + b * t) for a, b in zip(base, other, strict=True)))
+    elif kind == "checker":
+        for x in range(0, SIZE, step):
+            for y in range(0, SIZE, step):
+                if (x // step + y // step) % 2:
+                    draw.rectangle((x, y, x + step - 1, y + step - 1), fill=other)
+    elif kind == "stripes":
+        for offset in range(-SIZE, SIZE, step):
+            draw.line((offset, 0, offset + SIZE, SIZE), fill=other, width=step // 2)
+    else:  # dots
+        for x in range(0, SIZE, step):
+            for y in range(0, SIZE, step):
+                draw.ellipse((x, y, x + step // 3, y + step // 3), fill=other)
     return image
 
 
@@ -104,16 +136,13 @@ def draw_domain(folder: Path, n_images: int, seed: int, domain: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for index in range(n_images):
-        image = _background(rng, busy=domain == "B")
+        image = _background(rng, domain)
         draw = ImageDraw.Draw(image)
         for _ in range(rng.randint(1, 3)):
             label = rng.randrange(len(classes))
             w = h = rng.randint(SIZE // 5, SIZE // 2)
             x, y = rng.randint(0, SIZE - w - 1), rng.randint(0, SIZE - h - 1)
-            if domain == "A":
-                colour = (rng.randint(180, 255), rng.randint(60, 160), rng.randint(0, 60))
-            else:
-                colour = tuple(rng.randint(0, 255) for _ in range(3))
+            colour = _colour(rng, domain)
             poly, (bx0, by0, bx1, by1) = _shape(draw, classes[label], (x, y, x + w, y + h), colour)
             annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": label + 1,
                                 "bbox": [bx0, by0, bx1 - bx0, by1 - by0], "area": (bx1 - bx0) * (by1 - by0),
@@ -135,11 +164,11 @@ def draw_pose(folder: Path, n_images: int, seed: int, domain: str) -> Path:
     images, annotations = [], []
     names = ["head", "left_hand", "right_hand", "left_foot", "right_foot"]
     for index in range(n_images):
-        image = _background(rng, busy=domain == "B")
+        image = _background(rng, domain)
         draw = ImageDraw.Draw(image)
         w, h = rng.randint(SIZE // 3, SIZE // 2), rng.randint(SIZE // 2, SIZE - 10)
         x, y = rng.randint(0, SIZE - w - 1), rng.randint(0, SIZE - h - 1)
-        body = (60, 60, 200) if domain == "A" else tuple(rng.randint(0, 255) for _ in range(3))
+        body = _colour(rng, domain)
         draw.rectangle((x, y, x + w - 1, y + h - 1), fill=body)
         spread = 0.1 if domain == "A" else rng.uniform(0.0, 0.3)
         points = [(x + w / 2, y + h * 0.1), (x + w * spread, y + h * 0.45), (x + w * (1 - spread), y + h * 0.45),
@@ -167,7 +196,7 @@ TASKS = {
     "segmentation": {"task": "instance_segmentation", "config": "transfer_mask_rcnn.py",
                      "metric": "segm_mean_average_precision", "draw": draw_domain,
                      "methods": ("full", "last_layer", "ssf", "lora", "scratch")},
-    "pose": {"task": "pose_detection", "config": "transfer_pose.py", "metric": "average_precision",
+    "pose": {"task": "pose_detection", "config": "transfer_pose.py", "metric": "mean_average_precision",
              "draw": draw_pose, "methods": ("full", "last_layer", "ssf", "lora", "scratch")},
 }
 
@@ -216,15 +245,19 @@ def plan_bytes(spec: dict, method: str, train_file: str, checkpoint: str | None)
 
 def pretrained(name: str, spec: dict, data: dict[str, str], iterations: int, goal: float) -> str:
     """The domain-A checkpoint, trained once (cached); its test metric must reach ``goal``."""
-    folder = CACHE / f"{name}-{iterations}"
+    folder = CACHE / f"{name}-{pretraining}-{iterations}"
     checkpoint = folder / "pretrained.pth"
     if checkpoint.is_file():
         return str(checkpoint)
     import torch
     from safetensors.torch import load_file
 
-    result = train(spec, folder / "run", "scratch", data, iterations, LEARNING_RATES["scratch"], None,
-                   test=data["test"])
+    done = folder / "run" / "metrics.json"
+    if done.is_file() and (folder / "run" / "model" / "model.safetensors").is_file():  # trained, not yet kept
+        result = {"test": {k.removeprefix("test_"): v for k, v in json.loads(done.read_text())["test"].items()}}
+    else:
+        result = train(spec, folder / "run", "scratch", data, iterations, LEARNING_RATES["scratch"], None,
+                       test=data["test"])
     score = result["test"][spec["metric"]]
     print(f"pretrained {name} on domain A, {iterations} iterations: test {spec['metric']} {score:.3f}", flush=True)
     if score < goal:
@@ -242,17 +275,21 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="validation metric of each method at --rates")
     parser.add_argument("--rates", default="3e-4,1e-3,3e-3", help="the learning rates --sweep tries")
     parser.add_argument("--methods", help="only these methods (comma-separated)")
+    parser.add_argument("--domain-a", choices=("varied", "narrow"), default="varied",
+                        help="pretraining domain: varied colours and backgrounds, or grey noise and warm colours only")
     args = parser.parse_args()
+    global pretraining
+    pretraining = args.domain_a
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     results: dict[str, dict] = {}
     for name in args.only or tuple(TASKS):
         spec = TASKS[name]
         small = name != "detection"
-        counts = {"A": (300, 60), "B": (160 if not small else 100, 80 if not small else 50)}
+        counts = {"A": (600 if pretraining == "varied" else 300, 60), "B": (160 if not small else 100, 80 if not small else 50)}
         pre_iters = {"detection": 2000, "segmentation": 1500, "pose": 1000}[name]
         iters = (40 if args.quick else (400 if not small else 250))
-        root = CACHE / "data" / name
+        root = CACHE / f"data-{pretraining}" / name
         a = {"train": str(spec["draw"](root / "A-train", counts["A"][0], 1, "A")),
              "test": str(spec["draw"](root / "A-test", counts["A"][1], 2, "A"))}
         b = {"train": str(spec["draw"](root / "B-train", counts["B"][0], 3, "B")),
@@ -264,7 +301,7 @@ def main() -> None:
             methods = tuple(m for m in args.methods.split(",") if m in spec["methods"])
         if args.sweep:
             methods = tuple(m for m in methods if m != "scratch")  # scratch is full fine-tuning's recipe
-        work = CACHE / "runs" / name
+        work = CACHE / f"runs-{pretraining}" / name
         rows = []
         if args.sweep:
             for method in methods:
@@ -284,6 +321,7 @@ def main() -> None:
             print(f"{name} {method}: {spec['metric']} {r['test'][spec['metric']]:.3f}, "
                   f"{r['trainable_percent']}% trainable, {r['s_per_iter']:.3f} s/iter", flush=True)
         results[name] = {"metric": spec["metric"], "iterations": iters, "pretraining_iterations": pre_iters,
+                         "domain_a": pretraining,
                          "rows": rows}
         full = next(r for r in rows if r["method"] == "full")
         print(f"\n{name}: {iters} iterations on domain B from the domain-A checkpoint ({spec['metric']} on B's test)")
@@ -294,7 +332,8 @@ def main() -> None:
             print(f"{r['method']:<12}{r['learning_rate']:>8g}{score:>14.3f}"
                   f"{score / max(full['test'][spec['metric']], 1e-9):>8.2f}{r['trainable_percent']:>13.2f}"
                   f"{r['s_per_iter']:>8.3f}{r['peak_rss_mib']:>14.0f}{r['plan_total_mib']:>13.1f}")
-    out = HERE / "results" / ("detection_transfer-quick.json" if args.quick else "detection_transfer.json")
+    out = HERE / "results" / (f"detection_transfer{'-narrow' if pretraining == 'narrow' else ''}"
+                              f"{'-quick' if args.quick else ''}.json")
     if args.sweep:
         out = out.with_name(out.stem + "-sweep.json")
     if out.is_file():  # runs of other tasks, methods or rates are kept
