@@ -101,8 +101,8 @@ def _background(rng: random.Random, domain: str) -> Image.Image:
     return image
 
 
-def _shape(draw: ImageDraw.ImageDraw, kind: str, box: tuple[int, int, int, int], colour: tuple[int, ...]) -> list:
-    """Draw ``kind`` filling ``box``; return its polygon (for masks)."""
+def _shape(draw: ImageDraw.ImageDraw, kind: str, box: tuple[int, int, int, int], colour: tuple[int, ...]) -> tuple[list, tuple]:
+    """Draw ``kind`` filling ``box``; return its polygon (for masks) and its box."""
     x0, y0, x1, y1 = box
     cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
     if kind == "square":
@@ -202,7 +202,7 @@ TASKS = {
 
 
 def train(spec: dict, out: Path, method: str, data: dict[str, str], iterations: int, lr: float,
-          checkpoint: str | None, validation: str | None = None, test: str | None = None) -> dict:
+          checkpoint: str | None, test: str | None = None) -> dict:
     """One `adapt train` run in its own process; its metrics, s/iter and peak RSS."""
     shutil.rmtree(out, ignore_errors=True)
     args = [sys.executable, str(HERE / "_peak.py"), "-m", "adapt", "train", "--task", spec["task"],
@@ -213,8 +213,6 @@ def train(spec: dict, out: Path, method: str, data: dict[str, str], iterations: 
             "--set", f"training.logging_steps={max(1, iterations // 10)}", "--set", "training.seed=42",
             "--set", "training.eval_strategy=no",
             "--set", "tracking.enabled=false", "--set", "save_as_mlflow_model=false"]
-    if validation:
-        args += ["--set", f"data.test={validation}"]
     if test:
         args += ["--set", f"data.test={test}"]
     if checkpoint:
@@ -308,7 +306,7 @@ def main() -> None:
                 scores = {}
                 for lr in map(float, args.rates.split(",")):
                     r = train(spec, work / f"sweep-{method}-{lr}", method, b, 40 if args.quick else SWEEP_ITERATIONS, lr,
-                              None if method == "scratch" else checkpoint, validation=b["validation"])
+                              None if method == "scratch" else checkpoint, test=b["validation"])
                     scores[f"{lr:g}"] = r["test"][spec["metric"]]
                 print(f"sweep {name} {method}: " + ", ".join(f"{lr}: {s:.3f}" for lr, s in scores.items()), flush=True)
                 results.setdefault("sweep", {}).setdefault(name, {})[method] = scores

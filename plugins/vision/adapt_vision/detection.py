@@ -74,13 +74,12 @@ class ObjectDetection(OpenMMLabTask):
                 raise DataError(f"{split} data {path}: its categories are in another order than the training file's "
                                 f"({', '.join(classes)}); mmdet numbers classes in file order")
             self.check_images(run, split, path, coco)
-            limit, count = run.data_limit(split), len(self.coco_examples(coco, split))
-            size = min(count, limit or count)
+            size = self.dataset_size(run, coco, split)
             dataset = {"type": "CocoDataset", "ann_file": str(Path(path).resolve()),
                        "data_prefix": {"img": str(self.image_root(run, path)) + "/"},
                        "metainfo": self.metainfo(run, classes), "pipeline": self.pipeline(run, loaded, split),
                        "test_mode": split != "train", "filter_cfg": {"filter_empty_gt": split == "train"},
-                       "backend_args": None, **({"indices": size} if limit else {})}
+                       "backend_args": None, **({"indices": size} if run.data_limit(split) else {})}
             evaluator = {"type": "AdaptCocoMetric", "ann_file": str(Path(path).resolve()),
                          "metric": ["bbox", "segm"] if self.masks else ["bbox"], "format_only": False,
                          "score_threshold": run.task_params.box_score_threshold, "backend_args": None}

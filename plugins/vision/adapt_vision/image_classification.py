@@ -12,7 +12,7 @@ from adapt import DataError, LoadedModel, ModelError, Params, Task, first_line, 
 from pydantic import Field
 
 from adapt_vision.images import IMAGE_SUFFIXES, check_readable
-from adapt_vision.timm_backbone import load_by_name_or_layout
+from adapt_vision.timm_backbone import close_names, load_by_name_or_layout
 
 log = logging.getLogger("adapt")
 TIMM_FILE = "timm.json"
@@ -142,7 +142,7 @@ class ImageClassification(Task):
                 raise ModelError(f"model {source}: a checkpoint file; name its architecture in task_params.timm_model "
                                  "(e.g. efficientnet_lite0)")
             model = self._create(p.timm_model, pretrained=False)
-            load_by_name_or_layout(model, source, "task_params.timm_model")
+            load_by_name_or_layout(model, source, "model", "task_params.timm_model")
             model.reset_classifier(n)
         else:
             model = self._create(source, pretrained=p.pretrained, num_classes=n)
@@ -155,9 +155,7 @@ class ImageClassification(Task):
         import timm
 
         if name not in timm.list_models(name):
-            close = timm.list_models(f"*{name[:6]}*")[:5]
-            raise ModelError(f"model {name}: not a folder, a file, or a timm model name"
-                             + (f" (close: {', '.join(close)})" if close else ""))
+            raise ModelError(f"model {name}: not a folder, a file, or a timm model name{close_names(name)}")
         try:
             return timm.create_model(name, **kwargs)
         except Exception as exc:  # the hub download of pretrained weights

@@ -24,7 +24,8 @@ WEIGHTS_FILE = "model.safetensors"
 # Box / quality predictors beside a class predictor (RetinaNet retina_cls -> retina_reg, FCOS conv_cls ->
 # conv_reg, conv_centerness, YOLOX / RTMDet ..._obj): found by replacing "cls" in its name.
 SIBLINGS = ("reg", "centerness", "obj", "objectness", "iou")
-_PREDICTORS: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
+# the config, metadata and task parameters each built model came from (head_modules finds its predictors)
+_BUILT: weakref.WeakKeyDictionary[Any, tuple[Any, dict[str, Any], Any]] = weakref.WeakKeyDictionary()
 
 
 class OpenMMLabParams(MMEngineParams):
@@ -141,11 +142,11 @@ class OpenMMLabTask(Task):
         checkpoint = p.checkpoint
         if checkpoint or (saved and saved.is_file()) or not p.pretrained_init:
             _drop_pretrained(cfg.model)  # the weights come from the checkpoint (or random, as asked)
-        if not checkpoint and not (saved and saved.is_file()) and not _has_pretrained(cfg.model):
+        if not checkpoint and not (saved and saved.is_file()) and not _pretrained(cfg.model):
             log.warning("model %s: no task_params.checkpoint and no pretrained init in its config: it starts from random "
                         "weights (parameter-efficient methods adapt pretrained weights)", source)
         model = self.build(cfg.model, source)
-        _PREDICTORS[model] = self.predictors(cfg, model, meta, p)
+        _BUILT[model] = (cfg, meta, p)
         if saved and saved.is_file():
             from safetensors.torch import load_file
 
@@ -196,11 +197,13 @@ class OpenMMLabTask(Task):
 
     def head_modules(self, model: Any) -> list[str]:
         """The predictors (see :meth:`predictors`): what every method trains in full; the heads'
-        shared layers are adapted by the method like the backbone and neck."""
-        found = _PREDICTORS.get(model)
-        return list(found) if found is not None else [name for name in self.head_names if hasattr(model, name)]
+        shared layers are adapted by the method like the backbone and neck. The whole heads for a
+        model this task did not build, or one whose config cannot be built on the meta device."""
+        built = _BUILT.get(model)
+        found = self.predictors(model, *built) if built is not None else None
+        return found if found is not None else [name for name in self.head_names if hasattr(model, name)]
 
-    def predictors(self, cfg: Any, model: Any, meta: dict[str, Any], params: Any) -> list[str]:
+    def predictors(self, model: Any, cfg: Any, meta: dict[str, Any], params: Any) -> list[str] | None:
         """Layers whose shape depends on the data (classes, keypoints), found by building the
         config for one more class / keypoint on the meta device and comparing shapes, plus
         the box predictors beside each class predictor: the layers PEFT trains in full."""
@@ -213,8 +216,8 @@ class OpenMMLabTask(Task):
         try:
             with torch.device("meta"):
                 shapes = {n: p.shape for n, p in self.build(other.model, "", init=False).named_parameters()}
-        except ModelError:  # a module that cannot be built on the meta device: the whole heads, as before
-            return [name for name in self.head_names if hasattr(model, name)]
+        except ModelError:
+            return None
         modules = dict(model.named_modules())
         found = sorted({name.rsplit(".", 1)[0] for name, p in model.named_parameters()
                         if name in shapes and shapes[name] != p.shape and name.startswith(self.head_names)})
@@ -296,6 +299,11 @@ class OpenMMLabTask(Task):
     def examples(self, run: Any, split: str, path: str) -> list[dict[str, Any]]:
         """What training iterates over (``adapt plan`` counts them)."""
         return self.coco_examples(self.read_coco(run, split, path), split)
+
+    def dataset_size(self, run: Any, coco: dict[str, Any], split: str) -> int:
+        """How many examples of ``split`` training or evaluation uses: its examples, limited."""
+        count, limit = len(self.coco_examples(coco, split)), run.data_limit(split)
+        return min(count, limit or count)
 
     def coco_examples(self, coco: dict[str, Any], split: str) -> list[dict[str, Any]]:
         """A COCO file's images; for training only those with annotations (as mmdet filters them)."""
@@ -386,7 +394,7 @@ def _is_download_error(exc: BaseException) -> bool:
     return "urlopen error" in str(exc) or "Name or service not known" in str(exc)
 
 
-def download_url(checkpoint: str) -> str:
+def _download_url(checkpoint: str) -> str:
     """The URL mmengine downloads for a checkpoint name (torchvision://, open-mmlab://, mmcls://)."""
     from mmengine.runner import checkpoint as known
 
@@ -409,20 +417,13 @@ def _download_help(source: str, checkpoints: list[str], exc: BaseException) -> s
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     files = []
     for checkpoint in checkpoints:
-        url = download_url(checkpoint)
+        url = _download_url(checkpoint)
         name = Path(urllib.parse.urlparse(url).path).name
         files.append(f"{url} (as {cache / name})" if url.startswith("http") else url)
     return (f"model {source}: its config starts from pretrained weights that must be downloaded, and the download "
             f"failed ({first_line(exc)}): {'; '.join(files)}. Either put the file in torch's hub cache as named "
             f"(it is then read offline), give the model's weights as task_params.checkpoint, or start from random "
             f"weights with task_params.pretrained_init=false")
-
-
-def _has_pretrained(cfg: Any) -> bool:
-    if isinstance(cfg, dict):
-        init = cfg.get("init_cfg")
-        return (isinstance(init, dict) and init.get("type") == "Pretrained") or any(map(_has_pretrained, cfg.values()))
-    return isinstance(cfg, list) and any(map(_has_pretrained, cfg))
 
 
 def _drop_pretrained(cfg: Any) -> None:

@@ -127,12 +127,11 @@ class PoseDetection(OpenMMLabTask):
                 raise DataError(f"{split} data {path}: its keypoints ({', '.join(names or ['none'])}) are not the "
                                 f"model's ({', '.join(meta['keypoints'])})")
             self.check_images(run, split, path, coco)
-            limit, instances = run.data_limit(split), len(self.coco_examples(coco, split))
-            size = min(instances, limit or instances)
+            size = self.dataset_size(run, coco, split)
             dataset = {"type": "CocoDataset", "data_mode": "topdown", "ann_file": str(Path(path).resolve()),
                        "data_prefix": {"img": str(self.image_root(run, path)) + "/"}, "metainfo": self.metainfo(meta),
                        "pipeline": self.pipeline(run, loaded, split), "test_mode": split != "train",
-                       **({"indices": size} if limit else {})}
+                       **({"indices": size} if run.data_limit(split) else {})}
             evaluator = {"type": "AdaptKeypointMetric", "ann_file": str(Path(path).resolve()),
                          "keypoint_score_thr": run.task_params.keypoint_score_threshold}
             out[split] = {"dataset": dataset, "evaluator": evaluator, "size": size}

@@ -13,11 +13,11 @@ log = logging.getLogger("adapt")
 BACKBONE_TYPE = "AdaptTimmBackbone"
 
 
-def load_by_name_or_layout(model: Any, path: str, field: str) -> None:
+def load_by_name_or_layout(model: Any, path: str, source: str, architecture: str) -> None:
     """Load a state dict by name; when its names are another library's for the same network
     (e.g. efficientnet_pytorch's ``_blocks.0._bn1`` for timm's ``blocks.0.0.bn1``), by position,
-    only if every tensor's shape matches in order. ``field`` names the setting that chose the
-    architecture, for the error."""
+    only if every tensor's shape matches in order. ``source`` and ``architecture`` name the
+    settings that gave the file and chose the network, for the errors."""
     import torch
     from safetensors.torch import load_file
 
@@ -25,7 +25,7 @@ def load_by_name_or_layout(model: Any, path: str, field: str) -> None:
         state = load_file(path) if path.endswith(".safetensors") else torch.load(path, map_location="cpu",
                                                                                    weights_only=True)
     except Exception as exc:  # weights_only refuses pickled objects; a missing file
-        raise ModelError(f"{path}: not a checkpoint of weights ({first_line(exc)})") from None
+        raise ModelError(f"{source} {path}: not a checkpoint of weights ({first_line(exc)})") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
@@ -39,30 +39,35 @@ def load_by_name_or_layout(model: Any, path: str, field: str) -> None:
         log.info("checkpoint %s: names differ from %s's (%s vs %s); loaded by position: the same %d tensors in the "
                  "same order and shapes", path, type(model).__name__, next(iter(state)), next(iter(own)), len(own))
         return
-    raise ModelError(f"{path}: its tensors fit neither the names nor the layout of the network {field} names")
+    raise ModelError(f"{source} {path}: its tensors fit neither the names nor the layout of {architecture}")
 
 
-def feature_levels(name: str) -> tuple[list[int], list[int]]:
-    """(channels, reductions) of each feature level timm's ``features_only`` network gives."""
+def close_names(name: str) -> str:
+    """`` (close: a, b)``: timm model names like ``name``, for an error message (empty if none)."""
+    import difflib
+
+    import timm
+
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    return f" (close: {', '.join(close)})" if close else ""
+
+
+def feature_channels(name: str) -> list[int]:
+    """The channels of each feature level timm's ``features_only`` network ``name`` gives."""
     import timm
     import torch
 
     if name not in timm.list_models(name):
-        import difflib
-
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-        raise ModelError(f"task_params.backbone: {name} is not a timm model name"
-                         + (f" (close: {', '.join(close)})" if close else ""))
+        raise ModelError(f"task_params.backbone: {name} is not a timm model name{close_names(name)}")
     with torch.device("meta"):
-        info = timm.create_model(name, pretrained=False, features_only=True).feature_info
-    return list(info.channels()), list(info.reduction())
+        return list(timm.create_model(name, pretrained=False, features_only=True).feature_info.channels())
 
 
 def wire_backbone(cfg: Any, name: str, checkpoint: str | None) -> None:
     """Replace ``cfg.model.backbone`` by the timm network ``name`` (weights from ``checkpoint``),
     giving as many feature levels as the old backbone gave, the deepest ones, and setting the
     neck's (or, without a neck, the head's) input channels to theirs."""
-    channels, _ = feature_levels(name)
+    channels = feature_channels(name)
     model = cfg.model
     neck = model.get("neck")
     if isinstance(neck, dict) and isinstance(neck.get("in_channels"), (list, tuple)):
@@ -112,7 +117,7 @@ def register() -> None:
             if not self.weights:
                 return
             whole = timm.create_model(self.model_name, pretrained=False)
-            load_by_name_or_layout(whole, self.weights, "task_params.backbone")
+            load_by_name_or_layout(whole, self.weights, "task_params.backbone_checkpoint", "task_params.backbone")
             missing, _ = self.body.load_state_dict(whole.state_dict(), strict=False)
             if missing:
                 raise ModelError(f"task_params.backbone_checkpoint: {len(missing)} tensors of {self.model_name}'s "
