@@ -15,8 +15,9 @@ same with fewer methods and iterations.
 
     .venv/bin/python bench/detection_transfer.py [--quick] [--only detection|segmentation|pose] [--sweep]
 
-Prints one table per task (test metric, trainable %, s/iter, peak RSS of the training process,
-weights + gradients + optimizer state as `adapt plan` counts them) and the ratios to full
+Prints one table per task (test metric, trainable %, s/iter, peak tensor memory of training as the
+run records it with training.skip_memory_metrics false, peak RSS of the training process, weights
++ gradients + optimizer state as `adapt plan` counts them) and the ratios to full
 fine-tuning; writes bench/results/detection_transfer.json (or detection_transfer-quick.json).
 """
 
@@ -211,7 +212,7 @@ def train(spec: dict, out: Path, method: str, data: dict[str, str], iterations: 
             "--set", f"training.max_steps={iterations}", "--set", "training.per_device_train_batch_size=8",
             "--set", f"training.learning_rate={lr}", "--set", "training.save_strategy=no",
             "--set", f"training.logging_steps={max(1, iterations // 10)}", "--set", "training.seed=42",
-            "--set", "training.eval_strategy=no",
+            "--set", "training.eval_strategy=no", "--set", "training.skip_memory_metrics=false",
             "--set", "tracking.enabled=false", "--set", "save_as_mlflow_model=false"]
     if test:
         args += ["--set", f"data.test={test}"]
@@ -228,6 +229,7 @@ def train(spec: dict, out: Path, method: str, data: dict[str, str], iterations: 
     return {"method": method, "learning_rate": lr, "iterations": iterations,
             "test": {k.removeprefix("test_"): v for k, v in metrics.get("test", {}).items()},
             "trainable_percent": metrics["trainable_percent"], "s_per_iter": runtime / iterations,
+            "peak_tensor_mib": metrics.get("peak_tensor_memory_mib"),
             "peak_rss_mib": peak["maxrss_mib"], "process_seconds": seconds}
 
 
@@ -324,12 +326,13 @@ def main() -> None:
         full = next(r for r in rows if r["method"] == "full")
         print(f"\n{name}: {iters} iterations on domain B from the domain-A checkpoint ({spec['metric']} on B's test)")
         print(f"{'method':<12}{'lr':>8}{spec['metric'][:12]:>14}{'x full':>8}{'trainable %':>13}{'s/iter':>8}"
-              f"{'peak RSS MiB':>14}{'w+g+opt MiB':>13}")
+              f"{'peak tensors MiB':>18}{'peak RSS MiB':>14}{'w+g+opt MiB':>13}")
         for r in rows:
             score = r["test"][spec["metric"]]
             print(f"{r['method']:<12}{r['learning_rate']:>8g}{score:>14.3f}"
                   f"{score / max(full['test'][spec['metric']], 1e-9):>8.2f}{r['trainable_percent']:>13.2f}"
-                  f"{r['s_per_iter']:>8.3f}{r['peak_rss_mib']:>14.0f}{r['plan_total_mib']:>13.1f}")
+                  f"{r['s_per_iter']:>8.3f}{r['peak_tensor_mib'] or float('nan'):>18.1f}{r['peak_rss_mib']:>14.0f}"
+                  f"{r['plan_total_mib']:>13.1f}")
     out = HERE / "results" / (f"detection_transfer{'-narrow' if pretraining == 'narrow' else ''}"
                               f"{'-quick' if args.quick else ''}.json")
     if args.sweep:

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("full", "last_layer", "lora", "dora", "ssf", "qlora", "qdora", "qssf", "qlora+emb", "lora+gc",
@@ -37,33 +36,15 @@ def rss_mib() -> float:
 
 
 def peak_tensor_mib(model, optimizer, step) -> float:
-    """The most tensor memory alive at once over two training steps, by torch's MemTracker."""
-    import torch
-    from torch.distributed._tools.mem_tracker import MemTracker
-    from torch.utils.weak import WeakIdKeyDictionary
+    """The most tensor memory alive at once over two training steps (adapt.memory: torch's MemTracker)."""
+    from adapt.memory import PeakTensorMemory
 
-    constants = []  # bitsandbytes keeps a 4-bit weight's scales in its quant_state (nested with double quant)
-    for module in model.modules():
-        state = getattr(getattr(module, "weight", None), "quant_state", None)
-        while state is not None:
-            constants += [t for t in vars(state).values() if isinstance(t, torch.Tensor)]
-            state = getattr(state, "state2", None)
-    no_hook = SimpleNamespace(remove=lambda: None)
-
-    class FrozenNotHooked(WeakIdKeyDictionary):
-        """MemTracker hooks every parameter's gradient, which fails for frozen ones (they have none)."""
-
-        def get(self, key, default=None):
-            return (no_hook, no_hook) if not key.requires_grad else super().get(key, default)
-
-    tracker = MemTracker()
-    tracker._param_to_grad_hook_handles = FrozenNotHooked()
-    tracker.track_external(model, optimizer, *constants)
-    with tracker:
-        for _ in range(2):
-            step()
-            tracker.reset_mod_stats()  # per-module stats only; the peak stays
-    return tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"] / 2**20
+    memory = PeakTensorMemory(model, optimizer, steps=2)
+    for _ in range(2):
+        memory.before_step()
+        step()
+        memory.after_step()
+    return memory.mib
 
 
 def one(method_name: str, steps: int) -> dict:

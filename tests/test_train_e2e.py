@@ -174,6 +174,24 @@ def test_precision_and_memory_options_run(adapt_cli, tiny_bert_dir, text_data, t
     assert len(losses) == 2 and all(loss == loss for loss in losses)  # logged and not NaN
 
 
+def test_peak_tensor_memory_is_recorded_when_asked(adapt_cli, tiny_bert_dir, text_data, tmp_path) -> None:
+    """training.skip_memory_metrics false: the peak of the first two steps holds at least the weights,
+    gradients and Adam state `adapt plan` counts (all alive at the second optimizer step), and not
+    wildly more; by default on the CPU nothing is traced or recorded."""
+    plan = adapt_cli("plan", "--task", "text_classification", "--method", "full", "--model", tiny_bert_dir,
+                     "--train", text_data["train"], "--set", "training.optim=adamw_torch")
+    assert plan.returncode == 0, plan
+    counted = plan.json()["total_mib"]
+    traced = adapt_cli(*train_args(tiny_bert_dir, text_data, "traced", "--set", "training.max_steps=3",
+                                   "--set", "training.optim=adamw_torch", "--set", "training.skip_memory_metrics=false"))
+    assert traced.returncode == 0, traced
+    peak = json.loads((tmp_path / "traced" / "metrics.json").read_text())["peak_tensor_memory_mib"]
+    assert counted <= peak < 20 * counted, (counted, peak)
+    default = adapt_cli(*train_args(tiny_bert_dir, text_data, "default", "--set", "training.max_steps=2"))
+    assert default.returncode == 0, default
+    assert "peak_tensor_memory_mib" not in json.loads((tmp_path / "default" / "metrics.json").read_text())
+
+
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
 def test_signal_saves_a_checkpoint_and_the_run_resumes(signame: str, tiny_bert_dir, text_data, tmp_path) -> None:
     import os

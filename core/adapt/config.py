@@ -179,6 +179,11 @@ class TrainingConfig(Section):
     resume_from_checkpoint: bool | str = Field(
         False, description="true: resume from the newest checkpoint in the output folder; a path: resume from that checkpoint.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
+    skip_memory_metrics: bool | None = Field(
+        None, description="Peak tensor memory of training (weights, gradients, optimizer state, activations) in the "
+                          "metrics as peak_tensor_memory_mib. None: measured on GPUs (free), skipped on the CPU; false: "
+                          "on the CPU too, by tracing the first two steps (each several times slower; one process "
+                          "only); true: never.")
     label_smoothing_factor: float = Field(0.0, ge=0, lt=1, description="Label smoothing for classification losses (0: none).")
     overwrite_output_dir: bool = Field(False, description="Allow training into an output folder that already holds files (they may be overwritten).")
 

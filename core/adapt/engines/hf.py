@@ -28,6 +28,7 @@ from adapt.api import Parallel
 from adapt.config import OPTIMIZERS, SCHEDULERS, TrainingConfig, optim_args
 from adapt.engines import check_save_steps
 from adapt.errors import ConfigError, StorageError
+from adapt.memory import peak_memory
 from adapt.run import Run
 
 log = logging.getLogger("adapt")
@@ -150,16 +151,28 @@ def _progress(trainer: Trainer) -> Trainer:
 
 
 class RunCallback(TrainerCallback):
-    """Records every log in the run (metrics.jsonl, the plugins) and stops cleanly on SIGTERM."""
+    """Records every log in the run (metrics.jsonl, the plugins), measures the peak tensor memory
+    (adapt.memory) and stops cleanly on SIGTERM."""
 
     def __init__(self, run: Run) -> None:
         self.run = run
+        self.memory: Any = None
+        self.started = False
+
+    def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):  # noqa: ANN001, ANN201
+        if not self.started:
+            self.started = True
+            self.memory = peak_memory(self.run, model, optimizer, traceable=not args.deepspeed and not args.fsdp)
+        if self.memory is not None:
+            self.memory.before_step()
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
         if logs:
             self.run.log_metrics(state.global_step, logs, state.epoch)
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        if self.memory is not None:
+            self.memory.after_step()
         if self.run.should_stop():
             control.should_save = True
             control.should_training_stop = True
@@ -247,7 +260,8 @@ def _train(run: Run) -> dict[str, Any]:
     train_ds, eval_ds, test_ds = data["train"], data.get("validation"), data.get("test")
     args = training_arguments(run, len(train_ds), eval_ds is not None)
 
-    callbacks: list[TrainerCallback] = [RunCallback(run)]
+    recorder = RunCallback(run)
+    callbacks: list[TrainerCallback] = [recorder]
     if t.apply_early_stopping:
         callbacks.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
     trainer = _trainer(run, loaded, args, train_dataset=train_ds, eval_dataset=eval_ds, callbacks=callbacks)
@@ -263,6 +277,8 @@ def _train(run: Run) -> dict[str, Any]:
     run.raise_if_stopped()
 
     metrics: dict[str, Any] = {"train": output.metrics, **params, "train_batch_size": trainer._train_batch_size}
+    if recorder.memory is not None and recorder.memory.mib:
+        metrics["peak_tensor_memory_mib"] = recorder.memory.mib
     if t.auto_find_batch_size and trainer._train_batch_size != t.per_device_train_batch_size:
         log.warning("auto_find_batch_size: per_device_train_batch_size %d did not fit in memory; trained with %d",
                     t.per_device_train_batch_size, trainer._train_batch_size)

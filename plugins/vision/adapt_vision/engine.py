@@ -248,9 +248,10 @@ def _checkpoint_hook() -> str:
     return name
 
 
-def _run_hook(run: Any, steps: dict[str, int]) -> Any:
+def _run_hook(run: Any, steps: dict[str, int], traceable: bool) -> Any:
     """The run's hook (built per run: MMEngine's Hook base is imported lazily): writes logs to
-    metrics.jsonl, tells the plugins, shows progress and stops cleanly on SIGTERM / Ctrl-C."""
+    metrics.jsonl, tells the plugins, shows progress, measures the peak tensor memory (traced on the
+    CPU only where ``traceable``: not through a strategy's engine) and stops cleanly on SIGTERM / Ctrl-C."""
     from mmengine.hooks import Hook
     from tqdm.auto import tqdm
 
@@ -263,9 +264,14 @@ def _run_hook(run: Any, steps: dict[str, int]) -> Any:
             self.losses: list[float] = []  # every iteration's, for train_loss (the run's mean, as HF's)
             self.training = False
             self.rng_before_val: dict[str, Any] | None = None
+            self.memory: Any = None
 
         def before_train(self, runner: Any) -> None:
+            from adapt.memory import peak_memory
+
             self.training = True
+            self.memory = peak_memory(run, runner.model, getattr(runner.optim_wrapper, "optimizer", None),
+                                      traceable=traceable)
             if run.is_main_process:
                 self.bar = tqdm(total=steps["max"], initial=runner.iter, desc="train", unit="it", file=sys.stderr)
             if runner.iter:  # resumed: random state as it was after that iteration, see _RandomState
@@ -280,7 +286,13 @@ def _run_hook(run: Any, steps: dict[str, int]) -> Any:
                 _RandomState.set(self.rng_before_val)
                 self.rng_before_val = None
 
+        def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+            if self.memory is not None:
+                self.memory.before_step()
+
         def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+            if self.memory is not None:
+                self.memory.after_step()
             for key, value in (outputs or {}).items():
                 self.window.setdefault(key, []).append(float(value.detach() if hasattr(value, "detach") else value))
             if "loss" in (outputs or {}):
@@ -530,7 +542,7 @@ def train(run: Any) -> dict[str, Any]:
     data = run.task.load_data(run, loaded, run.data_files())
     steps = _intervals(run, data["train"]["size"], "validation" in data)
     cfg = runner_config(run, loaded, data, steps)
-    hook = _run_hook(run, steps)
+    hook = _run_hook(run, steps, traceable="strategy" not in cfg)
     runner = _runner(run, loaded, cfg)
     runner.register_hook(hook)
     started = time.time()
@@ -545,6 +557,7 @@ def train(run: Any) -> dict[str, Any]:
     train_loss = sum(hook.losses) / len(hook.losses) if hook.losses else None  # of this process's iterations
     metrics: dict[str, Any] = {"train": {"train_loss": train_loss, "train_runtime": round(time.time() - started, 3),
                                          "train_iterations": steps["max"]}, **params,
+                               **({"peak_tensor_memory_mib": hook.memory.mib} if hook.memory and hook.memory.mib else {}),
                                "train_batch_size": t.per_device_train_batch_size}
     best = runner.message_hub.get_info("best_ckpt")
     if best:

@@ -497,6 +497,20 @@ def test_plan_counts_the_images_training_iterates_over(coco: dict[str, str], tmp
     assert json.loads(limited.stdout)["train_rows"] == 5
 
 
+def test_peak_tensor_memory_holds_what_plan_counts(coco: dict[str, str], tmp_path: Path) -> None:
+    """With training.skip_memory_metrics false the MMEngine run records its peak tensor memory: at least
+    the weights, gradients and optimizer state `adapt plan` counts, for full fine-tuning and LoRA alike."""
+    for method in ("full", "lora"):
+        plan = run_adapt("plan", "--task", "object_detection", "--method", method, "--model", TINY,
+                         "--train", coco["train"], "--set", "tracking.enabled=false")
+        assert plan.returncode == 0, plan
+        counted = json.loads(plan.stdout)["total_mib"]
+        _train(coco, tmp_path / method, method, "--set", "training.max_steps=2",
+               "--set", "training.skip_memory_metrics=false")
+        peak = json.loads((tmp_path / method / "metrics.json").read_text())["peak_tensor_memory_mib"]
+        assert counted <= peak < 50 * counted, (method, counted, peak)
+
+
 def test_a_failed_weights_download_says_where_to_put_the_file(coco: dict[str, str], tmp_path: Path) -> None:
     """A config whose init downloads weights, offline: one message (exit 2) naming the URL, the
     cache file, and the ways out; with the file in torch's hub cache it works offline; and
