@@ -203,7 +203,7 @@ TASKS = {
 
 
 def train(spec: dict, out: Path, method: str, data: dict[str, str], iterations: int, lr: float,
-          checkpoint: str | None, test: str | None = None) -> dict:
+          checkpoint: str | None, test: str | None = None, extra: list[str] | None = None) -> dict:
     """One `adapt train` run in its own process; its metrics, s/iter and peak RSS."""
     shutil.rmtree(out, ignore_errors=True)
     args = [sys.executable, str(HERE / "_peak.py"), "-m", "adapt", "train", "--task", spec["task"],
@@ -218,6 +218,8 @@ def train(spec: dict, out: Path, method: str, data: dict[str, str], iterations: 
         args += ["--set", f"data.test={test}"]
     if checkpoint:
         args += ["--set", f"task_params.checkpoint={checkpoint}"]
+    for assignment in extra or []:
+        args += ["--set", assignment]
     start = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - start
@@ -275,6 +277,9 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="validation metric of each method at --rates")
     parser.add_argument("--rates", default="3e-4,1e-3,3e-3", help="the learning rates --sweep tries")
     parser.add_argument("--methods", help="only these methods (comma-separated)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for every adaptation run (e.g. method_params.dropout=0); results go to a file of "
+                             "their own")
     parser.add_argument("--domain-a", choices=("varied", "narrow"), default="varied",
                         help="pretraining domain: varied colours and backgrounds, or grey noise and warm colours only")
     args = parser.parse_args()
@@ -308,20 +313,20 @@ def main() -> None:
                 scores = {}
                 for lr in map(float, args.rates.split(",")):
                     r = train(spec, work / f"sweep-{method}-{lr}", method, b, 40 if args.quick else SWEEP_ITERATIONS, lr,
-                              None if method == "scratch" else checkpoint, test=b["validation"])
+                              None if method == "scratch" else checkpoint, test=b["validation"], extra=args.set)
                     scores[f"{lr:g}"] = r["test"][spec["metric"]]
                 print(f"sweep {name} {method}: " + ", ".join(f"{lr}: {s:.3f}" for lr, s in scores.items()), flush=True)
                 results.setdefault("sweep", {}).setdefault(name, {})[method] = scores
             continue
         for method in methods:
             r = train(spec, work / method, method, b, iters, LEARNING_RATES[method],
-                      None if method == "scratch" else checkpoint, test=b["test"])
+                      None if method == "scratch" else checkpoint, test=b["test"], extra=args.set)
             r["plan_total_mib"] = plan_bytes(spec, method, b["train"], None if method == "scratch" else checkpoint)
             rows.append(r)
             print(f"{name} {method}: {spec['metric']} {r['test'][spec['metric']]:.3f}, "
                   f"{r['trainable_percent']}% trainable, {r['s_per_iter']:.3f} s/iter", flush=True)
         results[name] = {"metric": spec["metric"], "iterations": iters, "pretraining_iterations": pre_iters,
-                         "domain_a": pretraining,
+                         "domain_a": pretraining, "settings": args.set,
                          "rows": rows}
         full = next(r for r in rows if r["method"] == "full")
         print(f"\n{name}: {iters} iterations on domain B from the domain-A checkpoint ({spec['metric']} on B's test)")
@@ -337,6 +342,8 @@ def main() -> None:
                               f"{'-quick' if args.quick else ''}.json")
     if args.sweep:
         out = out.with_name(out.stem + "-sweep.json")
+    if args.set:
+        out = out.with_name(out.stem + "-" + "-".join(a.rsplit(".", 1)[-1].replace("=", "") for a in args.set) + ".json")
     if out.is_file():  # runs of other tasks, methods or rates are kept
         previous = json.loads(out.read_text())
         for key, value in results.items():
