@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from adapt import OPTIMIZERS, SCHEDULERS, ConfigError, Engine, HardwareError, Params, literal_optim_args
+from adapt import OPTIMIZERS, SCHEDULERS, ConfigError, Engine, HardwareError, Params, literal_optim_args, peak_memory
 from pydantic import Field
 
 log = logging.getLogger("adapt")
@@ -267,8 +267,6 @@ def _run_hook(run: Any, steps: dict[str, int], traceable: bool) -> Any:
             self.memory: Any = None
 
         def before_train(self, runner: Any) -> None:
-            from adapt.memory import peak_memory
-
             self.training = True
             self.memory = peak_memory(run, runner.model, getattr(runner.optim_wrapper, "optimizer", None),
                                       traceable=traceable)
