@@ -43,15 +43,12 @@ def _quantization_constants(model: Any) -> list[Any]:
 def peak_memory(run: Any, model: Any, optimizer: Any, traceable: bool = True) -> PeakTensorMemory | None:
     """The run's tracker, or None where nothing is measured: ``skip_memory_metrics`` true, or on
     the CPU unless it is false, in one process, where ``traceable`` (not through a strategy's engine)."""
-    import torch
-
     skip = run.training.skip_memory_metrics
     if skip is True:
         return None
-    if torch.cuda.is_available() and any(p.is_cuda for p in model.parameters()):
-        return PeakTensorMemory(model, optimizer)
-    if skip is False and traceable and run.world_size == 1 and optimizer is not None:
-        return PeakTensorMemory(model, getattr(optimizer, "optimizer", optimizer))  # accelerate wraps it
+    memory = PeakTensorMemory(model, getattr(optimizer, "optimizer", optimizer))  # accelerate wraps the optimizer
+    if memory.cuda or (skip is False and traceable and run.world_size == 1 and optimizer is not None):
+        return memory
     return None
 
 
