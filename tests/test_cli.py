@@ -30,10 +30,14 @@ def test_help_and_plugins_do_not_import_heavy_libraries() -> None:
 def test_config_show_is_complete_commented_yaml() -> None:
     result = run_adapt("config", "show", "--task", "text_classification", "--method", "lora")
     assert result.returncode == 0, result
-    assert "# Initial learning rate." in result.stdout
+    assert "# Initial learning rate (peak, after warmup)." in result.stdout
     data = yaml.safe_load(result.stdout)
     assert data["task"] == "text_classification" and data["method"] == "lora"
-    assert data["training"] == TrainingConfig().model_dump(mode="json")
+    # TrainingConfig's defaults, except what adapt chooses for this task and method, each said with why
+    chosen = {"learning_rate": 1e-3, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64}
+    assert data["training"] == {**TrainingConfig().model_dump(mode="json"), **chosen}
+    assert "# method lora's default for transformer text models (TrainingConfig's own: 5.0e-05)\n  learning_rate: 0.001" \
+        in result.stdout
     assert data["method_params"]["r"] == 8 and data["method_params"]["merge_weights"] is True
     assert data["task_params"]["text_column"] == "text"
     # what it prints is itself a valid config

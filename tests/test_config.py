@@ -10,7 +10,8 @@ from adapt.errors import ConfigError, PluginError
 from adapt.plugins import Registry
 from adapt.resolve import resolve
 
-# Defaults of the Azure ML fine-tune component tables (docs/migration.md), where adapt keeps them.
+# Defaults of the Azure ML fine-tune component tables (docs/migration.md): what an imported file says
+# where the source file says nothing, whatever adapt's own defaults are.
 SPEC_DEFAULTS = {
     "num_train_epochs": 1, "max_steps": -1, "per_device_train_batch_size": 1,
     "per_device_eval_batch_size": 1, "auto_find_batch_size": False, "optim": "adamw_hf",
@@ -25,9 +26,68 @@ SPEC_DEFAULTS = {
 }
 
 
-def test_training_defaults_are_the_spec_defaults() -> None:
-    defaults = TrainingConfig().model_dump()
-    assert {k: defaults[k] for k in SPEC_DEFAULTS} == SPEC_DEFAULTS
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_an_imported_azure_file_keeps_the_spec_defaults(method: str) -> None:
+    from adapt.migrate import import_config
+
+    config, notes = import_config({"task_name": "text-classification", "pytorch_model_path": "m",
+                                   "train_file_path": "t.jsonl", "apply_lora": method == "lora"})
+    run = resolve(parse_config(config), purpose="validate")
+    assert run.method.name == method
+    assert {k: getattr(run.training, k) for k in SPEC_DEFAULTS} == SPEC_DEFAULTS
+    assert run.defaults == {}, "nothing left for adapt to choose"
+    assert any("Azure ML's defaults" in note for note in notes)
+
+
+def test_training_config_defaults_are_hf_training_arguments() -> None:
+    from transformers import TrainingArguments
+
+    hf = TrainingArguments(output_dir="unused")
+    for name in ("num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate",
+                 "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "seed"):
+        assert getattr(TrainingConfig(), name) == getattr(hf, name), name
+    assert TrainingConfig().optim == hf.optim.value
+
+
+def test_method_and_task_defaults_are_chosen_unless_set() -> None:
+    run = resolve(parse_config(minimal(method="lora")), purpose="validate")
+    t = run.training
+    assert (t.learning_rate, t.per_device_train_batch_size, t.per_device_eval_batch_size) == (1e-3, 16, 64)
+    assert run.defaults["learning_rate"] == "method lora's default for transformer text models"
+    assert run.defaults["per_device_train_batch_size"] == "task text_classification's default"
+    full = resolve(parse_config(minimal(method="full")), purpose="validate")
+    assert full.training.learning_rate == 5e-5
+    mine = resolve(parse_config(minimal(method="lora", training={"learning_rate": 2e-5, "per_device_train_batch_size": 4})),
+                   purpose="validate")
+    assert (mine.training.learning_rate, mine.training.per_device_train_batch_size) == (2e-5, 4)
+    assert "learning_rate" not in mine.defaults and "per_device_train_batch_size" not in mine.defaults
+    assert mine.defaults["per_device_eval_batch_size"] == "task text_classification's default"
+
+
+@pytest.mark.parametrize(("model", "kind", "rate"), [("vit_tiny_patch16_224", "vit", 5e-5),
+                                                      ("deit_small_patch16_224", "vit", 5e-5),
+                                                      ("efficientnet_lite0", "cnn", 3e-4), ("resnet18", "cnn", 3e-4)])
+def test_image_models_get_the_defaults_of_their_kind(model: str, kind: str, rate: float) -> None:
+    config = parse_config({"task": "image_classification", "method": "full", "model": model, "data": {"train": "t"}})
+    run = resolve(config, purpose="validate")
+    assert run.task.model_kind(config) == kind
+    assert run.training.learning_rate == rate
+    assert run.training.num_train_epochs == 10
+
+
+def test_a_saved_folder_model_kind_is_read_from_its_files(tmp_path) -> None:
+    import json
+
+    from adapt.plugins import get_registry
+
+    task = get_registry().get("task", "image_classification")
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    (tmp_path / "timm").mkdir()
+    (tmp_path / "timm" / "timm.json").write_text(json.dumps({"architecture": "convnext_tiny"}))
+    for folder, kind in (("hf", "vit"), ("timm", "cnn")):
+        config = parse_config({"task": "image_classification", "model": str(tmp_path / folder)})
+        assert task.model_kind(config) == kind
 
 
 def minimal(**extra: object) -> dict:

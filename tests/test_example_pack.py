@@ -59,4 +59,4 @@ def test_pack_gets_validation_split_and_row_limits_from_the_core(installed: dict
     assert result.returncode == 0, result
     assert "eval_mse" in result.json()["validation"]
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert max(steps) == 4, steps
+    assert max(steps) == plan.json()["total_steps"] == 4 * 3, steps  # 3 epochs: TrainingConfig's default

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from adapt.migrate import import_config
+from adapt.migrate import AZURE_DEFAULTS, NYUNTAM_DEFAULTS, import_config
 from adapt.testing import run_adapt
 
 AML = {
@@ -31,10 +31,12 @@ def test_azure_ml_parameters() -> None:
     assert config["method_params"] == {"r": 16, "alpha": 32, "dropout": 0.05, "merge_weights": "false"}
     assert config["backend"] == "deepspeed" and config["backend_params"] == {"deepspeed_stage": "3"}
     assert config["save_as_mlflow_model"] is True
-    assert config["training"] == {"num_train_epochs": 3, "learning_rate": 1e-4, "per_device_train_batch_size": 8,
-                                  "metric_for_best_model": "f1_macro"}
+    # what the file sets, and Azure ML's defaults for the rest of what it would train with, written out
+    assert config["training"] == {**AZURE_DEFAULTS, "num_train_epochs": 3, "learning_rate": 1e-4,
+                                  "per_device_train_batch_size": 8, "metric_for_best_model": "f1_macro"}
     assert config["task_params"] == {"max_seq_length": 128}
-    assert len(messages) == 2
+    assert len(messages) == 3
+    assert any(m.startswith("training: Azure ML's defaults for what the file leaves unset") for m in messages)
     assert any(m.startswith("compute_finetune: Azure ML compute") for m in messages)
     assert any(m.startswith("apply_ort: ONNX Runtime") for m in messages)
 
@@ -44,7 +46,8 @@ def test_nyuntam_config() -> None:
     assert config["task"] == "text_generation" and config["method"] == "qlora"  # LoRA + load_in_4bit
     assert config["model"] == {"path": "./llama"} and config["data"] == {"train": "t.jsonl"}
     assert config["method_params"] == {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}
-    assert config["training"] == {"num_train_epochs": 2, "learning_rate": 1e-4, "per_device_train_batch_size": 4}
+    assert config["training"] == {**NYUNTAM_DEFAULTS, "num_train_epochs": 2, "learning_rate": 1e-4,
+                                  "per_device_train_batch_size": 4}
     assert config["savers"] == ["safetensors"] and config["backend"] == "ddp"
     assert config["backend_params"] == {"num_nodes": 2} and config["task_params"] == {"packing": True}
     assert any(m.startswith("DO_TRAIN: adapt train always trains") for m in messages)

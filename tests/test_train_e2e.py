@@ -22,6 +22,28 @@ def train_args(model: str, data: dict[str, str], output: str, *extra: str, metho
             "--output", output, *FAST, *extra]
 
 
+def test_a_first_run_says_what_adapt_chose(adapt_cli, tiny_bert_dir, text_data, tmp_path) -> None:
+    """Only task, method, model and data (and a step cap): the method's and the task's defaults,
+    named in config.yaml and train.log; a value the user sets is not."""
+    result = adapt_cli("train", "--task", "text_classification", "--method", "lora", "--model", tiny_bert_dir,
+                       "--train", text_data["train"], "--validation", text_data["validation"], "--output", "run",
+                       "--set", "training.max_steps=4", "--set", "training.per_device_eval_batch_size=8")
+    assert result.returncode == 0, result
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    head = config.split("task:", 1)[0]
+    assert "# training.learning_rate: 0.001, method lora's default for transformer text models" in head
+    assert "# training.per_device_train_batch_size: 16, task text_classification's default" in head
+    assert "per_device_eval_batch_size" not in head and "max_steps" not in head
+    import yaml
+
+    training = yaml.safe_load(config)["training"]
+    assert (training["learning_rate"], training["per_device_train_batch_size"], training["per_device_eval_batch_size"]) \
+        == (1e-3, 16, 8)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "defaults chosen (set them to change): learning_rate 0.001 (method lora's default" in log
+    assert "training batches grouped by length" in log  # the fixture's texts vary in length
+
+
 def logits_of(model_dir: Path, texts: list[str]):  # noqa: ANN201
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

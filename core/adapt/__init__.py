@@ -4,7 +4,19 @@ The public API for plugin authors is what this module exports (and :mod:`adapt.t
 everything else may change. docs/plugin-guide.md documents each name.
 """
 
-from adapt.api import Backend, Engine, FSDPOptions, LoadedModel, Method, NoParams, Parallel, Params, Saver, Task
+from adapt.api import (
+    MODEL_KINDS,
+    Backend,
+    Engine,
+    FSDPOptions,
+    LoadedModel,
+    Method,
+    NoParams,
+    Parallel,
+    Params,
+    Saver,
+    Task,
+)
 from adapt.config import OPTIMIZERS, SCHEDULERS, literal_optim_args, optim_args
 from adapt.data import read_table, require_columns, split_off
 from adapt.errors import (
@@ -28,7 +40,7 @@ from adapt.run import Run
 __version__ = "0.1.0"
 
 __all__ = [
-    "OPTIMIZERS", "SCHEDULERS", "AdaptError", "Backend", "ConfigError", "DataError", "Engine", "FSDPOptions",
+    "MODEL_KINDS", "OPTIMIZERS", "SCHEDULERS", "AdaptError", "Backend", "ConfigError", "DataError", "Engine", "FSDPOptions",
     "HardwareError", "LoadedModel", "Method", "ModelError", "NoParams", "Parallel", "Params", "PluginError", "Run", "RunInterrupted",
     "Saver", "StorageError", "Task", "__version__", "first_line", "hookimpl", "literal_optim_args", "model_info",
     "optim_args", "parameter_report", "peak_memory", "read_table", "require_columns", "saved_run", "split_off",

@@ -52,6 +52,12 @@ class _Named:
         return f"<{type(self).__name__} {self.name!r}>"
 
 
+# The kinds of model a method's training defaults can differ by (:meth:`Task.model_kind`).
+MODEL_KINDS: dict[str, str] = {
+    "text": "transformer text models", "cnn": "convolutional image models", "vit": "vision transformers",
+    "detector": "OpenMMLab detectors, segmenters and pose models"}
+
+
 class Task(_Named):
     """What to learn: how to load a model and data for it, its metrics and its predictions.
 
@@ -59,6 +65,8 @@ class Task(_Named):
     adapt-core; "mmengine": an MMEngine Runner, in adapt-vision).
     ``metrics`` lists the metric names this task reports (usable as metric_for_best_model,
     besides "loss" where ``eval_loss``; otherwise the first metric is the default).
+    ``training_defaults``: ``training`` values this task trains well with (batch sizes, epochs),
+    used where neither the user nor the method sets them.
     """
 
     engine: ClassVar[str] = "hf"
@@ -67,6 +75,12 @@ class Task(_Named):
     eval_loss: ClassVar[bool] = True  # evaluation reports a loss (MMEngine detectors report metrics only)
     label_names: ClassVar[tuple[str, ...]] = ("labels",)
     carves_validation: ClassVar[bool] = True  # data.validation_split can carve validation rows off the training data
+    training_defaults: ClassVar[dict[str, Any]] = {}
+
+    def model_kind(self, config: RunConfig) -> str | None:
+        """Which of :data:`MODEL_KINDS` the config's model is, from the config alone (no loading):
+        it picks the method's training defaults; None where the config cannot tell (no model)."""
+        return "text"
 
     def generation_settings(self, run: Run) -> dict[str, Any] | None:
         """For tasks whose evaluation generates text: Seq2SeqTrainingArguments fields such as
@@ -143,7 +157,12 @@ class Method(_Named):
     Methods act on any ``torch.nn.Module``. ``apply`` returns the model to train with only the
     intended parameters requiring gradients; ``merge`` returns a plain model with the adaptation
     folded in, or None when it cannot or should not be merged (the adapter is then saved alone).
+    ``training_defaults``: per model kind (:data:`MODEL_KINDS`; ``"*"``: any kind), the
+    ``training`` values the method trains well with (its learning rate above all), used where the
+    user sets none; they win over the task's.
     """
+
+    training_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def load_options(self, params: BaseModel) -> dict[str, Any]:
         """Extra keyword arguments for model loading (e.g. a quantization config)."""

@@ -167,14 +167,16 @@ def config_show(
     task: str = typer.Option(..., help="Task name."),
     method: str = typer.Option("full", help="Method name."),
     backend: str = typer.Option("single", help="Backend name."),
+    model: str = typer.Option(None, help="Model (name, path or hub id): picks the method's defaults for its kind."),
 ) -> None:
-    """Print a complete, commented YAML config with every parameter and its default."""
+    """Print a complete, commented YAML config with every parameter and its default (adapt's
+    choices for this task, method and model marked, with why)."""
     from adapt.confdoc import show_config
     from adapt.plugins import get_registry
 
     registry = get_registry()
     typer.echo(show_config(registry.get("task", task), registry.get("method", method),
-                           registry.get("backend", backend)), nl=False)
+                           registry.get("backend", backend), model), nl=False)
 
 
 @config_app.command("validate")

@@ -36,32 +36,55 @@ def _allowed(info: Any) -> str:
     return ""
 
 
-def model_yaml(model: type[BaseModel], indent: int = 0, overrides: dict[str, Any] | None = None) -> list[str]:
-    """Commented YAML lines for every field of ``model``, with its default."""
+def model_yaml(model: type[BaseModel], indent: int = 0, overrides: dict[str, Any] | None = None,
+               chosen: dict[str, dict[str, tuple[Any, str]]] | None = None) -> list[str]:
+    """Commented YAML lines for every field of ``model``, with its default; ``chosen`` holds, per
+    nested section, the values adapt chooses instead and why (``training``: resolve.training_defaults)."""
     pad = " " * indent
     lines: list[str] = []
+    mine = (chosen or {}).get("", {})
     for name, info in model.model_fields.items():
         help_text = (info.description or "").strip() + _allowed(info)
         if help_text:
             lines.append(f"{pad}# {help_text}")
         annotation = info.annotation
-        if overrides and name in overrides:
+        if name in mine:
+            value, why = mine[name]
+            lines.append(f"{pad}# {why} (TrainingConfig's own: {_scalar(_default(info))})")
+            lines.append(f"{pad}{name}: {_scalar(value)}")
+        elif overrides and name in overrides:
             lines.append(f"{pad}{name}: {_scalar(overrides[name])}")
         elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
             lines.append(f"{pad}{name}:")
-            lines.extend(model_yaml(annotation, indent + 2))
+            lines.extend(model_yaml(annotation, indent + 2, chosen={"": (chosen or {}).get(name, {})}))
         else:
             default = _default(info)
             lines.append(f"{pad}{name}: {'' if default is None and info.is_required() else _scalar(default)}")
     return lines
 
 
-def show_config(task: Any, method: Any, backend: Any) -> str:
-    """A complete, commented run config for a task / method / backend, every default filled."""
-    head = [f"# adapt run config: task {task.name}, method {method.name}, backend {backend.name}",
+def show_config(task: Any, method: Any, backend: Any, model: str | None = None) -> str:
+    """A complete, commented run config for a task / method / backend (and model, which picks the
+    method's defaults for its kind), every default filled."""
+    from adapt.api import MODEL_KINDS
+    from adapt.config import parse_config
+    from adapt.resolve import training_defaults
+
+    config = parse_config({"task": task.name, "method": method.name, **({"model": model} if model else {})})
+    kind = task.model_kind(config)
+    head = [f"# adapt run config: task {task.name}, method {method.name}, backend {backend.name}"
+            + (f", model {model}" if model else ""),
             "# Every parameter with its default. Keep only what you change."]
+    if kind is None:
+        kinds = sorted(k for k in method.training_defaults if k != "*")
+        head.append("# The method's defaults depend on the kind of model (--model picks it): "
+                    + "; ".join(f"{MODEL_KINDS.get(k, k)}: "
+                                + ", ".join(f"{n} {_scalar(v)}" for n, v in method.training_defaults[k].items())
+                                for k in kinds))
     lines = model_yaml(run_config_model(get_registry()), overrides={"task": task.name, "method": method.name,
-                                                                    "backend": backend.name})
+                                                                    "backend": backend.name, "model": model}
+                       if model else {"task": task.name, "method": method.name, "backend": backend.name},
+                       chosen={"training": training_defaults(task, method, kind)})
     out: list[str] = []
     for line in lines:
         key = line.split(":", 1)[0]

@@ -131,19 +131,21 @@ class Section(BaseModel):
 
 
 class TrainingConfig(Section):
-    """The common training parameters (Azure ML / HF TrainingArguments names and defaults)."""
+    """The common training parameters (Azure ML / HF TrainingArguments names). The defaults here
+    are HF TrainingArguments'; where the user sets nothing, the method's defaults for the kind of
+    model and the task's (batch sizes, epochs) come first (resolve.training_defaults)."""
 
-    num_train_epochs: float = Field(1, gt=0, description="Number of epochs to train for.")
+    num_train_epochs: float = Field(3, gt=0, description="Number of epochs to train for.")
     max_steps: int = Field(-1, ge=-1, description="If > 0: total optimizer steps to run; overrides num_train_epochs.")
-    per_device_train_batch_size: int = Field(1, ge=1, description="Training batch size per process.")
-    per_device_eval_batch_size: int = Field(1, ge=1, description="Evaluation batch size per process.")
+    per_device_train_batch_size: int = Field(8, ge=1, description="Training batch size per process.")
+    per_device_eval_batch_size: int = Field(8, ge=1, description="Evaluation batch size per process.")
     auto_find_batch_size: bool = Field(False, description="On out-of-memory, halve the train batch size and retry until it fits.")
     optim: Literal[tuple(OPTIMIZERS)] = Field(  # type: ignore[valid-type]
-        "adamw_hf", description="Optimizer. adamw_hf / adamw (removed from transformers 5) run as adamw_torch.")
+        "adamw_torch_fused", description="Optimizer. adamw_hf / adamw (removed from transformers 5) run as adamw_torch.")
     extra_optim_args: str | None = Field(
         None, validation_alias=AliasChoices("extra_optim_args", "optim_args"),
         description="More optimizer arguments as 'key=value; key=value' (Azure ML style; HF's optim_args 'key=value,key=value' too), e.g. 'momentum=0.9; nesterov=True' for sgd.")
-    learning_rate: float = Field(2e-5, gt=0, description="Initial learning rate.")
+    learning_rate: float = Field(5e-5, gt=0, description="Initial learning rate (peak, after warmup).")
     lr_scheduler_type: Literal[tuple(SCHEDULERS)] = Field(  # type: ignore[valid-type]
         "linear", description="Learning-rate schedule; warmup_* names (Azure ML image components) mean the same schedule with warmup_steps.")
     warmup_steps: float = Field(0, ge=0, description="Linear warmup steps from 0 to learning_rate; a value < 1 is a fraction of all steps.")
@@ -179,6 +181,10 @@ class TrainingConfig(Section):
     resume_from_checkpoint: bool | str = Field(
         False, description="true: resume from the newest checkpoint in the output folder; a path: resume from that checkpoint.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
+    group_by_length: bool | None = Field(
+        None, description="Batch training examples of similar length together (in mega-batches of 50 batches, "
+                          "then shuffled, as HF's group_by_length), so that less padding is computed. None: on where the "
+                          "training data is tokenised text of varied length (the HF engine's text tasks), off otherwise.")
     skip_memory_metrics: bool | None = Field(
         None, description="Peak tensor memory of training (weights, gradients, optimizer state, activations) in the "
                           "metrics as peak_tensor_memory_mib. None: measured on GPUs (free), skipped on the CPU; false: "

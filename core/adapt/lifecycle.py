@@ -50,7 +50,9 @@ def _prepare_output(run: Run) -> None:
         run.check_output()
     run.output_dir.mkdir(parents=True, exist_ok=True)
     if run.is_main_process:
-        text = yaml.safe_dump(run.resolved_dict(), sort_keys=False)
+        head = "".join(f"# training.{name}: {getattr(run.training, name)!r}, {why}\n" for name, why in run.defaults.items())
+        head = "# chosen by adapt (not set in the config):\n" + head if head else ""
+        text = head + yaml.safe_dump(run.resolved_dict(), sort_keys=False)
         run.path("config.yaml").write_text(text, encoding="utf-8")
         run.write_status("running", started=time.time())
 
@@ -61,6 +63,9 @@ def train_here(run: Run) -> dict[str, Any]:
     _prepare_output(run)
     handler = log_to_file(run.path("train.log" if run.rank == 0 else f"train.rank{run.rank}.log"), run.rank)
     log.info("run folder: %s", run.output_dir)
+    if run.defaults:
+        log.info("defaults chosen (set them to change): %s", "; ".join(
+            f"{name} {getattr(run.training, name)} ({why})" for name, why in run.defaults.items()))
     run.registry.notify("adapt_run_started", run=run)
     status, result = "failed", {}
     try:

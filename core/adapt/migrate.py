@@ -29,6 +29,15 @@ MMENGINE_TASKS = ("object_detection", "instance_segmentation", "pose_detection")
 PEFT_METHODS = {"lora": "lora", "dora": "dora", "ssf": "ssf", "qlora": "qlora", "qdora": "qdora", "qssf": "qssf",
                 "full": "full", "last_layer": "last_layer"}
 SAVERS = ("state_dict", "safetensors", "full_torch_model", "save_pretrained")
+# What the replaced systems train with where a file sets nothing (their documents' defaults). adapt's own
+# defaults depend on the method and the model, so an import writes these out: the file keeps its meaning.
+# Azure ML's image components choose theirs by task and model, as adapt does: nothing is written for them.
+AZURE_DEFAULTS = {"num_train_epochs": 1, "per_device_train_batch_size": 1, "per_device_eval_batch_size": 1,
+                  "learning_rate": 2e-5, "lr_scheduler_type": "linear", "warmup_steps": 0, "weight_decay": 0.0,
+                  "optim": "adamw_hf"}
+AZURE_CHOOSES = ("image_classification", "image_classification_multilabel", *MMENGINE_TASKS)
+NYUNTAM_DEFAULTS = {"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 1e-4,
+                    "lr_scheduler_type": "linear", "weight_decay": 0.0, "optim": "adamw_torch"}
 # mmdet / MMEngine scheduler names (nyuntam's SCHEDULER_TYPE for detectors) -> lr_scheduler_type
 MMENGINE_SCHEDULERS = {"linearlr": "linear", "cosineannealinglr": "cosine", "polylr": "polynomial",
                        "constantlr": "constant", "multisteplr": "constant", "steplr": "constant"}
@@ -205,7 +214,24 @@ class _Import:
         self.data_and_model()
         self.task_params()
         self.rest()
+        self.source_defaults()
         return self.config, self.notes
+
+    def source_defaults(self) -> None:
+        """The source system's defaults for what the file leaves unset, written out."""
+        if self.nyuntam:
+            defaults, system = NYUNTAM_DEFAULTS, "nyuntam's"
+        elif self.config.get("task") not in AZURE_CHOOSES:
+            defaults, system = AZURE_DEFAULTS, "Azure ML's"
+        else:
+            return
+        training = self.config.setdefault("training", {})
+        added = {name: value for name, value in defaults.items() if name not in training}
+        training.update(added)
+        if added:
+            self.notes.append(f"training: {system} defaults for what the file leaves unset, written out so that "
+                              "adapt's method- and model-aware defaults do not replace them: "
+                              + ", ".join(f"{name} {value}" for name, value in added.items()))
 
     def task(self) -> None:
         for key, _name, _, value in self.each(("task_name", "task")):

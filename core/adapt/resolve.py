@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from adapt.config import RunConfig, apply_override, parse_config, run_config_model, validate_params
+from adapt.api import MODEL_KINDS
+from adapt.config import RunConfig, TrainingConfig, apply_override, parse_config, run_config_model, validate_params
 from adapt.errors import ConfigError, PluginError
 from adapt.models import check_reference, read_info
 from adapt.plugins import KNOWN_PROVIDERS, Registry, get_registry
@@ -48,8 +49,37 @@ def resolve(config: RunConfig, registry: Registry | None = None, source: str | N
     )
     if run.launched:
         run.rank, run.world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    _apply_training_defaults(run)
     _check_combinations(run, purpose)
     return run
+
+
+def training_defaults(task: Any, method: Any, kind: str | None) -> dict[str, tuple[Any, str]]:
+    """The ``training`` values adapt chooses for a task, method and kind of model (None: unknown),
+    each with why: the method's for that kind first, then the method's for any kind, then the
+    task's. Fields not named keep TrainingConfig's defaults (HF TrainingArguments')."""
+    out: dict[str, tuple[Any, str]] = {}
+    for name, value in task.training_defaults.items():
+        out[name] = (value, f"task {task.name}'s default")
+    for name, value in method.training_defaults.get("*", {}).items():
+        out[name] = (value, f"method {method.name}'s default")
+    if kind is not None:
+        for name, value in method.training_defaults.get(kind, {}).items():
+            out[name] = (value, f"method {method.name}'s default for {MODEL_KINDS.get(kind, kind)}")
+    return out
+
+
+def _apply_training_defaults(run: Run) -> None:
+    """Fill the training fields the config does not set with adapt's choices for this task,
+    method and model (``run.defaults`` records each and why); a value the user set always wins."""
+    t = run.training
+    kind = run.task.model_kind(run.config)
+    for name, (value, why) in training_defaults(run.task, run.method, kind).items():
+        if name not in TrainingConfig.model_fields:
+            raise PluginError(f"{why}: training.{name} is not a training parameter (a bug in its pack)")
+        if name not in t.model_fields_set:
+            setattr(t, name, value)
+            run.defaults[name] = why
 
 
 def _engine(registry: Registry, task: Any, backend: Any) -> Any:

@@ -36,7 +36,8 @@ class Run:
 
     ``rank`` / ``world_size`` are this worker's place among the backend's processes;
     ``head_modules`` (the task's head) and ``load_options`` (the method's) are set when the model
-    loads; ``stop_requested`` names the signal that asked the run to stop.
+    loads; ``stop_requested`` names the signal that asked the run to stop; ``defaults`` names the
+    training fields adapt chose (the user set none) and why.
     """
 
     config: RunConfig
@@ -57,6 +58,7 @@ class Run:
     model_path: str | None = None  # where the pretrained model was loaded from (see model_source)
     load_options: dict[str, Any] = field(default_factory=dict)
     stop_requested: str | None = None
+    defaults: dict[str, str] = field(default_factory=dict)
 
     # what the run is --------------------------------------------------------------------
     @property

@@ -258,7 +258,8 @@ def _train(run: Run) -> dict[str, Any]:
 
     data = run.task.load_data(run, loaded, run.data_files())
     train_ds, eval_ds, test_ds = data["train"], data.get("validation"), data.get("test")
-    args = training_arguments(run, len(train_ds), eval_ds is not None)
+    args = training_arguments(run, len(train_ds), eval_ds is not None,
+                              train_sampling_strategy="group_by_length" if _group_by_length(run, train_ds) else "random")
 
     recorder = RunCallback(run)
     callbacks: list[TrainerCallback] = [recorder]
@@ -290,6 +291,24 @@ def _train(run: Run) -> dict[str, Any]:
     if test_ds is not None:  # before saving: merging changes rank 0's model, and workers must stay alike
         metrics["test"] = trainer.evaluate(test_ds, metric_key_prefix="test")
     return run.finish(loaded, trainer.model, metrics)
+
+
+def _group_by_length(run: Run, train_ds: Any) -> bool:
+    """Whether training batches are grouped by length: training.group_by_length, or (None) where the
+    training data is tokenised text whose lengths vary."""
+    import datasets
+
+    wanted = run.training.group_by_length
+    tokenised = isinstance(train_ds, datasets.Dataset) and "input_ids" in train_ds.column_names
+    if wanted and not tokenised:
+        raise ConfigError(f"training.group_by_length: the training data of task {run.task.name} is not tokenised "
+                          "text (no input_ids to group by); leave it unset")
+    if wanted is None and tokenised and len(train_ds) > run.training.per_device_train_batch_size:
+        lengths = {len(ids) for ids in train_ds.select(range(min(len(train_ds), 1000)))["input_ids"]}
+        wanted = len(lengths) > 1
+    if wanted:
+        log.info("training batches grouped by length, so that less padding is computed (training.group_by_length)")
+    return bool(wanted)
 
 
 def _trainer(run: Run, loaded: Any, args: TrainingArguments, **kwargs: Any) -> Trainer:

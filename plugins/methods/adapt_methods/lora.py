@@ -112,6 +112,8 @@ class LoraMethod(Method):
     description = "Low-rank adapters (peft) on the targeted layers, plus the task's head; merged back by default."
     Params = LoraParams
     use_dora = False
+    training_defaults = {"text": {"learning_rate": 1e-3}, "cnn": {"learning_rate": 1e-3},
+                         "vit": {"learning_rate": 1e-3}, "detector": {"learning_rate": 3e-3}}
 
     def load_options(self, params: LoraParams) -> dict[str, Any]:
         return quantization_load_options(params)
@@ -167,6 +169,7 @@ class DoraMethod(LoraMethod):
     description = "Weight-decomposed LoRA (peft use_dora): magnitude and low-rank direction updates, plus the head."
     Params = DoraParams
     use_dora = True
+    training_defaults = {**LoraMethod.training_defaults, "detector": {"learning_rate": 1e-2}}
 
 
 class QLoraMethod(LoraMethod):

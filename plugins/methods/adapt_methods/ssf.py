@@ -111,6 +111,8 @@ class SSFMethod(Method):
     name = "ssf"
     description = "A learned per-channel scale and shift after each targeted layer (Lian et al. 2022), plus the head."
     Params = SSFParams
+    training_defaults = {"text": {"learning_rate": 5e-3}, "cnn": {"learning_rate": 5e-3},
+                         "vit": {"learning_rate": 5e-3}, "detector": {"learning_rate": 3e-3}}
 
     def apply(self, model: Any, params: SSFParams, run: Any) -> Any:
         head = head_of(model, run, params.head_modules)

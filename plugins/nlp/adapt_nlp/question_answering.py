@@ -56,6 +56,7 @@ def squad_scores(predictions: list[str], golds: list[list[str]]) -> dict[str, fl
 
 class QuestionAnswering(TextTask):
     name = "question_answering"
+    training_defaults = {"per_device_train_batch_size": 16, "per_device_eval_batch_size": 64, "num_train_epochs": 2}
     description = "Extractive question answering: the answer is a span of the context (SQuAD, optionally v2)."
     Params = QuestionAnsweringParams
     metrics = ("exact", "f1")

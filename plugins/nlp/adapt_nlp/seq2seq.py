@@ -55,6 +55,7 @@ def bleu_score(predictions: list[str], references: list[str]) -> float:
 
 
 class Seq2SeqTask(TextTask):
+    training_defaults = {"per_device_train_batch_size": 8, "per_device_eval_batch_size": 16}
     auto_model = "AutoModelForSeq2SeqLM"
 
     def pairs(self, run: Any, table: Any, path: str, split: str) -> tuple[list[str], list[str]]:

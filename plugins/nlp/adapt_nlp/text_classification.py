@@ -35,6 +35,7 @@ def _sorted_labels(values: set[str]) -> list[str]:
 
 class TextClassification(TextTask):
     name = "text_classification"
+    training_defaults = {"per_device_train_batch_size": 16, "per_device_eval_batch_size": 64}
     description = "Classify texts or text pairs into one label (multi-class) or several (multi-label)."
     Params = TextClassificationParams
     metrics = ("accuracy", "f1_macro", "mcc", "precision_macro", "recall_macro")

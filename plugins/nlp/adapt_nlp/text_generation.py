@@ -28,6 +28,7 @@ class TextGenerationParams(Params):
 
 class TextGeneration(TextTask):
     name = "text_generation"
+    training_defaults = {"per_device_train_batch_size": 4, "per_device_eval_batch_size": 8}
     description = "Causal language modelling: continue text, answer prompts, or chat (with the model's chat template)."
     Params = TextGenerationParams
     metrics = ("perplexity",)

@@ -27,6 +27,7 @@ class TokenClassificationParams(Params):
 
 class TokenClassification(TextTask):
     name = "token_classification"
+    training_defaults = {"per_device_train_batch_size": 16, "per_device_eval_batch_size": 64}
     description = "Tag each word of a text: named entities (ner), parts of speech (pos) or chunks."
     Params = TokenClassificationParams
     metrics = ("precision", "recall", "f1", "accuracy")

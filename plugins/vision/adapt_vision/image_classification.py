@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ from adapt_vision.timm_backbone import close_names, load_by_name_or_layout
 
 log = logging.getLogger("adapt")
 TIMM_FILE = "timm.json"
+# timm architecture / HF model_type prefixes of vision transformers (their own training defaults)
+VIT_FAMILIES = {"vit", "deit", "beit", "swin", "swinv", "eva", "cait", "xcit", "levit", "pvt", "mvitv", "dinov",
+                "siglip", "clip", "convit", "crossvit", "twins", "flexivit", "hiera", "data2vec", "dit"}
 
 
 class ImageClassificationParams(Params):
@@ -41,6 +45,23 @@ class ImageClassification(Task):
     Params = ImageClassificationParams
     metrics = ("accuracy", "f1_score_macro", "precision_score_macro", "recall_score_macro")
     multi_label = False
+    training_defaults = {"per_device_train_batch_size": 16, "per_device_eval_batch_size": 64, "num_train_epochs": 10}
+
+    def model_kind(self, config: Any) -> str | None:
+        """vit for vision transformers (by timm name or HF model_type), cnn otherwise."""
+        reference = config.task_params.get("timm_model") or config.model.path
+        if not reference:
+            return None
+        folder = Path(reference)
+        for name, key in ((TIMM_FILE, "architecture"), ("config.json", "model_type")):
+            if (folder / name).is_file():
+                try:
+                    reference = json.loads((folder / name).read_text(encoding="utf-8")).get(key) or reference
+                except (OSError, ValueError):
+                    pass
+                break
+        family = re.split(r"[-_./]", Path(str(reference)).name.lower())[0]
+        return "vit" if family.rstrip("0123456789") in VIT_FAMILIES else "cnn"
 
     # data ---------------------------------------------------------------------------------
     def rows(self, run: Any, split: str, path: str) -> list[tuple[str, list[str]]]:

@@ -61,6 +61,12 @@ class OpenMMLabTask(Task):
     evaluators: ClassVar[str] = "adapt_vision.metrics"  # the module that registers the task's evaluators
     install_hint: ClassVar[str] = "pip install adapt-vision"
     head_names: ClassVar[tuple[str, ...]] = ()  # the heads: where predictors are looked for
+    # mmdet's 1x schedule: 12 epochs of 2 images per GPU
+    training_defaults: ClassVar[dict[str, Any]] = {"per_device_train_batch_size": 2, "per_device_eval_batch_size": 2,
+                                                   "num_train_epochs": 12}
+
+    def model_kind(self, config: Any) -> str:
+        return "detector"
 
     # model --------------------------------------------------------------------------------
     def setup(self) -> None:

@@ -5,7 +5,7 @@ instance) inside a given box; the boxes come from the COCO file, or are whole im
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from adapt import DataError, LoadedModel
 from pydantic import Field
@@ -38,6 +38,9 @@ class PoseDetection(OpenMMLabTask):
     metrics = POSE_METRICS
     package = "mmpose"
     evaluators = "adapt_vision.keypoint_metrics"
+    # a batch is person crops (256 x 192 for the COCO models), not whole images
+    training_defaults: ClassVar[dict[str, Any]] = {"per_device_train_batch_size": 16, "per_device_eval_batch_size": 32,
+                                                   "num_train_epochs": 12}
     install_hint = ("install it with: pip install cython && pip install --no-build-isolation --no-binary xtcocotools "
                     "xtcocotools chumpy && pip install 'adapt-vision[pose]' (xtcocotools' wheels are built for numpy 1)")
     head_names = ("head",)
