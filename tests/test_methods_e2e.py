@@ -54,6 +54,22 @@ def test_plan_reports_parameters_memory_and_steps(adapt_cli, bert64, text_data) 
     assert lora["optimizer_bytes"] == 8 * lora["trainable_parameters"]  # AdamW: two fp32 moments
     assert full["total_bytes"] > lora["total_bytes"] > qlora["total_bytes"]
     assert qlora["weights_bytes"] < 0.6 * lora["weights_bytes"], (qlora["weights_bytes"], lora["weights_bytes"])
+    # what adapt chose and why (the epochs and batch size set above are not among them)
+    assert (full["learning_rate"], lora["learning_rate"]) == (5e-5, 2e-3)
+    assert lora["defaults"]["learning_rate"] == "0.002: method lora's default for transformer text models"
+    assert "num_train_epochs" not in lora["defaults"] and "per_device_train_batch_size" not in lora["defaults"]
+
+
+def test_small_data_trains_at_least_min_steps_unless_epochs_are_set(adapt_cli, bert64, text_data) -> None:
+    common = ("--task", "text_classification", "--method", "lora", "--model", bert64, "--train", text_data["train"])
+    steps = {}
+    for name, extra in {"default": (), "epochs set": ("--set", "training.num_train_epochs=3"),
+                        "off": ("--set", "training.min_steps=0")}.items():
+        result = adapt_cli("plan", *common, *extra)
+        assert result.returncode == 0, result
+        steps[name] = (result.json()["steps_per_epoch"], result.json()["total_steps"])
+    # 96 rows in batches of 16: 6 steps an epoch; 3 epochs are 18 steps, below min_steps (200): 34 epochs
+    assert steps == {"default": (6, 204), "epochs set": (6, 18), "off": (6, 18)}, steps
 
 
 def test_qlora_with_quantized_embeddings_trains_and_reloads(adapt_cli, bert64, text_data, tmp_path) -> None:

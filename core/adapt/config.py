@@ -137,6 +137,9 @@ class TrainingConfig(Section):
 
     num_train_epochs: float = Field(3, gt=0, description="Number of epochs to train for.")
     max_steps: int = Field(-1, ge=-1, description="If > 0: total optimizer steps to run; overrides num_train_epochs.")
+    min_steps: int = Field(
+        200, ge=0, description="Where num_train_epochs is adapt's default (not set), a small training set trains more "
+                               "epochs, so that there are at least this many optimizer steps (0: never more).")
     per_device_train_batch_size: int = Field(8, ge=1, description="Training batch size per process.")
     per_device_eval_batch_size: int = Field(8, ge=1, description="Evaluation batch size per process.")
     auto_find_batch_size: bool = Field(False, description="On out-of-memory, halve the train batch size and retry until it fits.")

@@ -8,7 +8,6 @@ size; measure them with a short run.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from adapt.config import OPTIMIZERS
@@ -41,9 +40,10 @@ def plan(run: Run) -> dict[str, Any]:
     tables = run.read_splits(splits, lambda split, path: run.task.examples(run, split, path) if split == "train" else [])
     rows = len(tables["train"][0])
     per_epoch = run.steps_per_epoch(rows)
-    steps = t.max_steps if t.max_steps > 0 else math.ceil(t.num_train_epochs * per_epoch)
+    steps = run.train_steps(rows)
     return {"task": run.task.name, "method": run.method.name, "model": run.model_path,
             **parameter_report(model), "head_modules": run.head_modules, **memory_estimate(model, t.optim), "train_rows": rows,
             "steps_per_epoch": per_epoch, "total_steps": steps,
             "effective_batch_size": t.per_device_train_batch_size * run.world_size * t.gradient_accumulation_steps,
+            "learning_rate": t.learning_rate, "defaults": {name: f"{getattr(t, name)}: {why}" for name, why in run.defaults.items()},
             "note": "activations are not included: they grow with batch size and sequence / image size"}

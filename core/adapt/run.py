@@ -162,6 +162,24 @@ class Run:
                 tables[split] = (rows.select(range(limit)) if hasattr(rows, "select") else rows[:limit], path)
         return tables
 
+    def train_epochs(self, n_train: int) -> float:
+        """The epochs to train over ``n_train`` rows: ``num_train_epochs``, or where that is adapt's
+        default (the user set none), enough epochs for ``min_steps`` optimizer steps."""
+        t = self.training
+        epochs = t.num_train_epochs
+        if "num_train_epochs" in self.defaults or "num_train_epochs" not in t.model_fields_set:
+            needed = math.ceil(t.min_steps / self.steps_per_epoch(n_train))
+            if needed > epochs:
+                log.info("%d training rows: %d epochs instead of %g, for at least %d optimizer steps (training."
+                         "min_steps; set num_train_epochs to choose)", n_train, needed, epochs, t.min_steps)
+                epochs = needed
+        return epochs
+
+    def train_steps(self, n_train: int) -> int:
+        """The optimizer steps training takes over ``n_train`` rows (``max_steps`` where set)."""
+        t = self.training
+        return t.max_steps if t.max_steps > 0 else max(1, math.ceil(self.train_epochs(n_train) * self.steps_per_epoch(n_train)))
+
     def steps_per_epoch(self, n_train: int) -> int:
         """Optimizer steps in one epoch over ``n_train`` rows, across processes and accumulation."""
         t = self.training

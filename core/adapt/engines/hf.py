@@ -78,7 +78,7 @@ def training_arguments(run: Run, n_train: int, has_eval: bool, **extra: Any) -> 
     metric = t.metric_for_best_model.removeprefix("eval_")
     kwargs: dict[str, Any] = dict(
         output_dir=str(run.path("checkpoints")),
-        num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
+        num_train_epochs=run.train_epochs(n_train) if t.max_steps <= 0 else t.num_train_epochs, max_steps=t.max_steps,
         per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_eval_batch_size,
         auto_find_batch_size=t.auto_find_batch_size, optim=optim,

@@ -19,7 +19,6 @@ being one batch (an optimizer step every ``gradient_accumulation_steps`` of them
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import tempfile
 import time
@@ -110,7 +109,7 @@ def _intervals(run: Any, n_train: int, has_eval: bool) -> dict[str, int]:
     t = run.training
     accumulation = t.gradient_accumulation_steps
     per_epoch = run.steps_per_epoch(n_train) * accumulation
-    max_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.num_train_epochs * run.steps_per_epoch(n_train)))
+    max_steps = run.train_steps(n_train)
     max_iters = max_steps * accumulation
     evaluation = 0
     if has_eval and t.evaluation_strategy != "no":

@@ -176,3 +176,12 @@ def test_efficientnet_lite0_imagenet_weights_beat_90_percent_on_digits(tmp_path:
     assert "loaded by position" in result.stderr  # efficientnet_pytorch names, timm layout
     accuracy = json.loads((out / "test_metrics.json").read_text())["test_accuracy"]
     assert accuracy > 0.90, accuracy
+
+
+def test_group_by_length_on_images_is_refused_before_training(folders: dict[str, str], tmp_path: Path) -> None:
+    result = run_adapt("train", "--task", "image_classification", "--model", "resnet10t", "--train", folders["train"],
+                       "--output", str(tmp_path / "run"), "--set", "task_params.pretrained=false",
+                       "--set", "training.group_by_length=true", *COMMON)
+    assert result.returncode == 2, result
+    assert "training.group_by_length: the training data of task image_classification is not tokenised" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
