@@ -34,9 +34,9 @@ def test_config_show_is_complete_commented_yaml() -> None:
     data = yaml.safe_load(result.stdout)
     assert data["task"] == "text_classification" and data["method"] == "lora"
     # TrainingConfig's defaults, except what adapt chooses for this task and method, each said with why
-    chosen = {"learning_rate": 2e-3, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64}
+    chosen = {"learning_rate": 3e-3, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64}
     assert data["training"] == {**TrainingConfig().model_dump(mode="json"), **chosen}
-    assert "# method lora's default for transformer text models (TrainingConfig's own: 5.0e-05)\n  learning_rate: 0.002" \
+    assert "# method lora's default for transformer text models (TrainingConfig's own: 5.0e-05)\n  learning_rate: 0.003" \
         in result.stdout
     assert data["method_params"]["r"] == 8 and data["method_params"]["merge_weights"] is True
     assert data["task_params"]["text_column"] == "text"

@@ -52,7 +52,7 @@ def test_training_config_defaults_are_hf_training_arguments() -> None:
 def test_method_and_task_defaults_are_chosen_unless_set() -> None:
     run = resolve(parse_config(minimal(method="lora")), purpose="validate")
     t = run.training
-    assert (t.learning_rate, t.per_device_train_batch_size, t.per_device_eval_batch_size) == (2e-3, 16, 64)
+    assert (t.learning_rate, t.per_device_train_batch_size, t.per_device_eval_batch_size) == (3e-3, 16, 64)
     assert run.defaults["learning_rate"] == "method lora's default for transformer text models"
     assert run.defaults["per_device_train_batch_size"] == "task text_classification's default"
     full = resolve(parse_config(minimal(method="full")), purpose="validate")
@@ -66,7 +66,7 @@ def test_method_and_task_defaults_are_chosen_unless_set() -> None:
 
 @pytest.mark.parametrize(("model", "kind", "rate"), [("vit_tiny_patch16_224", "vit", 5e-5),
                                                       ("deit_small_patch16_224", "vit", 5e-5),
-                                                      ("efficientnet_lite0", "cnn", 3e-4), ("resnet18", "cnn", 3e-4)])
+                                                      ("efficientnet_lite0", "cnn", 1e-3), ("resnet18", "cnn", 1e-3)])
 def test_image_models_get_the_defaults_of_their_kind(model: str, kind: str, rate: float) -> None:
     config = parse_config({"task": "image_classification", "method": "full", "model": model, "data": {"train": "t"}})
     run = resolve(config, purpose="validate")

@@ -55,8 +55,8 @@ def test_plan_reports_parameters_memory_and_steps(adapt_cli, bert64, text_data) 
     assert full["total_bytes"] > lora["total_bytes"] > qlora["total_bytes"]
     assert qlora["weights_bytes"] < 0.6 * lora["weights_bytes"], (qlora["weights_bytes"], lora["weights_bytes"])
     # what adapt chose and why (the epochs and batch size set above are not among them)
-    assert (full["learning_rate"], lora["learning_rate"]) == (5e-5, 2e-3)
-    assert lora["defaults"]["learning_rate"] == "0.002: method lora's default for transformer text models"
+    assert (full["learning_rate"], lora["learning_rate"]) == (5e-5, 3e-3)
+    assert lora["defaults"]["learning_rate"] == "0.003: method lora's default for transformer text models"
     assert "num_train_epochs" not in lora["defaults"] and "per_device_train_batch_size" not in lora["defaults"]
 
 

@@ -31,16 +31,16 @@ def test_a_first_run_says_what_adapt_chose(adapt_cli, tiny_bert_dir, text_data, 
     assert result.returncode == 0, result
     config = (tmp_path / "run" / "config.yaml").read_text()
     head = config.split("task:", 1)[0]
-    assert "# training.learning_rate: 0.002, method lora's default for transformer text models" in head
+    assert "# training.learning_rate: 0.003, method lora's default for transformer text models" in head
     assert "# training.per_device_train_batch_size: 16, task text_classification's default" in head
     assert "per_device_eval_batch_size" not in head and "max_steps" not in head
     import yaml
 
     training = yaml.safe_load(config)["training"]
     assert (training["learning_rate"], training["per_device_train_batch_size"], training["per_device_eval_batch_size"]) \
-        == (2e-3, 16, 8)
+        == (3e-3, 16, 8)
     log = (tmp_path / "run" / "train.log").read_text()
-    assert "defaults chosen (set them to change): learning_rate 0.002 (method lora's default" in log
+    assert "defaults chosen (set them to change): learning_rate 0.003 (method lora's default" in log
     assert "training batches grouped by length" in log  # the fixture's texts vary in length
 
 

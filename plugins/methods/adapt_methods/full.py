@@ -11,7 +11,7 @@ class FullMethod(Method):
     name = "full"
     description = "Train every parameter of the model (the most memory; no adapter to merge)."
     # learning rates: docs/benchmarks.md "Defaults" (text, cnn, vit) and docs/detection.md (detector)
-    training_defaults = {"text": {"learning_rate": 5e-5}, "cnn": {"learning_rate": 3e-4},
+    training_defaults = {"text": {"learning_rate": 5e-5}, "cnn": {"learning_rate": 1e-3},
                          "vit": {"learning_rate": 5e-5, "warmup_steps": 0.1}, "detector": {"learning_rate": 1e-3}}
 
     def apply(self, model: Any, params: Any, run: Any) -> Any:

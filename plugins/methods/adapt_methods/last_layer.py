@@ -19,7 +19,7 @@ class LastLayerMethod(Method):
     name = "last_layer"
     description = "Freeze the model and train only its head: the cheapest method, a strong baseline for vision."
     Params = LastLayerParams
-    training_defaults = {"text": {"learning_rate": 5e-2}, "cnn": {"learning_rate": 1e-2},
+    training_defaults = {"text": {"learning_rate": 5e-2}, "cnn": {"learning_rate": 3e-3},
                          "vit": {"learning_rate": 1e-2}, "detector": {"learning_rate": 1e-2}}
 
     def apply(self, model: Any, params: LastLayerParams, run: Any) -> Any:

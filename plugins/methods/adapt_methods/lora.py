@@ -112,7 +112,7 @@ class LoraMethod(Method):
     description = "Low-rank adapters (peft) on the targeted layers, plus the task's head; merged back by default."
     Params = LoraParams
     use_dora = False
-    training_defaults = {"text": {"learning_rate": 2e-3}, "cnn": {"learning_rate": 1e-3},
+    training_defaults = {"text": {"learning_rate": 3e-3}, "cnn": {"learning_rate": 3e-3},
                          "vit": {"learning_rate": 1e-3}, "detector": {"learning_rate": 3e-3}}
 
     def load_options(self, params: LoraParams) -> dict[str, Any]:
