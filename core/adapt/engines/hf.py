@@ -311,10 +311,29 @@ def _group_by_length(run: Run, train_ds: Any) -> bool:
     return bool(wanted)
 
 
+class _EvaluateInOrder:
+    """Evaluation batches in the data's order when training batches are grouped by length
+    (transformers 5 groups evaluation batches too, shuffled): token-averaged losses then match
+    `adapt evaluate`'s, and metrics that map predictions back to rows see them in order."""
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        if self.args.train_sampling_strategy != "group_by_length" or eval_dataset is None:
+            return super()._get_eval_sampler(eval_dataset)
+        return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
+
+class _Trainer(_EvaluateInOrder, Trainer):
+    pass
+
+
+class _Seq2SeqTrainer(_EvaluateInOrder, Seq2SeqTrainer):
+    pass
+
+
 def _trainer(run: Run, loaded: Any, args: TrainingArguments, **kwargs: Any) -> Trainer:
     """The Trainer (Seq2SeqTrainer for generating tasks) for a task's model and data."""
     task = run.task
-    cls = Seq2SeqTrainer if isinstance(args, Seq2SeqTrainingArguments) else Trainer
+    cls = _Seq2SeqTrainer if isinstance(args, Seq2SeqTrainingArguments) else _Trainer
     return _progress(cls(model=loaded.model, args=args, data_collator=task.data_collator(run, loaded),
                          processing_class=loaded.processor, compute_metrics=task.compute_metrics(run, loaded),
                          preprocess_logits_for_metrics=task.preprocess_logits(run, loaded), **kwargs))
