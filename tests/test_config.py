@@ -64,6 +64,19 @@ def test_method_and_task_defaults_are_chosen_unless_set() -> None:
     assert mine.defaults["per_device_eval_batch_size"] == "task text_classification's default"
 
 
+def test_a_worker_config_resolves_to_the_same_choices() -> None:
+    """What a launcher writes for its workers (resolved_dict(chosen=False)) leaves adapt's choices
+    out, so each worker chooses them again and knows they were not the user's (min_steps, the log)."""
+    run = resolve(parse_config(minimal(method="lora", training={"num_train_epochs": 2})), purpose="validate")
+    data = run.resolved_dict(chosen=False)
+    assert data["training"] == {"num_train_epochs": 2.0}
+    worker = resolve(parse_config(data), purpose="validate")
+    assert worker.defaults == run.defaults and worker.defaults["learning_rate"].startswith("method lora's")
+    assert worker.training == run.training
+    assert "learning_rate" not in worker.training.model_fields_set
+    assert run.resolved_dict()["training"]["learning_rate"] == 3e-3  # config.yaml shows every value
+
+
 @pytest.mark.parametrize(("model", "kind", "rate"), [("vit_tiny_patch16_224", "vit", 5e-5),
                                                       ("deit_small_patch16_224", "vit", 5e-5),
                                                       ("efficientnet_lite0", "cnn", 1e-3), ("resnet18", "cnn", 1e-3)])

@@ -70,8 +70,8 @@ def show_config(task: Any, method: Any, backend: Any, model: str | None = None) 
     from adapt.config import parse_config
     from adapt.resolve import training_defaults
 
-    config = parse_config({"task": task.name, "method": method.name, **({"model": model} if model else {})})
-    kind = task.model_kind(config)
+    overrides = {"task": task.name, "method": method.name, "backend": backend.name, **({"model": model} if model else {})}
+    kind = task.model_kind(parse_config(overrides))
     head = [f"# adapt run config: task {task.name}, method {method.name}, backend {backend.name}"
             + (f", model {model}" if model else ""),
             "# Every parameter with its default. Keep only what you change."]
@@ -81,9 +81,7 @@ def show_config(task: Any, method: Any, backend: Any, model: str | None = None) 
                     + "; ".join(f"{MODEL_KINDS.get(k, k)}: "
                                 + ", ".join(f"{n} {_scalar(v)}" for n, v in method.training_defaults[k].items())
                                 for k in kinds))
-    lines = model_yaml(run_config_model(get_registry()), overrides={"task": task.name, "method": method.name,
-                                                                    "backend": backend.name, "model": model}
-                       if model else {"task": task.name, "method": method.name, "backend": backend.name},
+    lines = model_yaml(run_config_model(get_registry()), overrides=overrides,
                        chosen={"training": training_defaults(task, method, kind)})
     out: list[str] = []
     for line in lines:

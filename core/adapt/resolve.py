@@ -71,7 +71,9 @@ def training_defaults(task: Any, method: Any, kind: str | None) -> dict[str, tup
 
 def _apply_training_defaults(run: Run) -> None:
     """Fill the training fields the config does not set with adapt's choices for this task,
-    method and model (``run.defaults`` records each and why); a value the user set always wins."""
+    method and model (``run.defaults`` records each and why); a value the user set always wins.
+    The choices are validated like the user's values but not marked as set, so that a config
+    dumped without them (``run.resolved_dict(chosen=False)``) resolves to the same choices again."""
     t = run.training
     kind = run.task.model_kind(run.config)
     for name, (value, why) in training_defaults(run.task, run.method, kind).items():
@@ -79,6 +81,7 @@ def _apply_training_defaults(run: Run) -> None:
             raise PluginError(f"{why}: training.{name} is not a training parameter (a bug in its pack)")
         if name not in t.model_fields_set:
             setattr(t, name, value)
+            t.model_fields_set.discard(name)
             run.defaults[name] = why
 
 

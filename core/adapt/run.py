@@ -84,9 +84,13 @@ class Run:
         """A file or folder in the run folder."""
         return self.output_dir / name
 
-    def resolved_dict(self) -> dict[str, Any]:
-        """The config with every default filled in, the plugin sections included."""
+    def resolved_dict(self, chosen: bool = True) -> dict[str, Any]:
+        """The config with every default filled in, the plugin sections included; ``chosen=False``
+        leaves out the training values nobody set (adapt's choices, TrainingConfig's defaults), so
+        that resolving it again chooses them again, as for this run (launchers' worker configs)."""
         data = self.config.model_dump(mode="json")
+        if not chosen:
+            data["training"] = self.training.model_dump(mode="json", exclude_unset=True)
         data["output"] = str(self.output_dir)
         data["savers"] = [s.name for s in self.savers]
         data["task_params"] = self.task_params.model_dump(mode="json")
@@ -167,7 +171,7 @@ class Run:
         default (the user set none), enough epochs for ``min_steps`` optimizer steps."""
         t = self.training
         epochs = t.num_train_epochs
-        if "num_train_epochs" in self.defaults or "num_train_epochs" not in t.model_fields_set:
+        if "num_train_epochs" not in t.model_fields_set:
             needed = math.ceil(t.min_steps / self.steps_per_epoch(n_train))
             if needed > epochs:
                 log.info("%d training rows: %d epochs instead of %g, for at least %d optimizer steps (training."

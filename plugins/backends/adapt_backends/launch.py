@@ -87,7 +87,8 @@ def relaunch(run: Any, params: LaunchParams) -> dict[str, Any]:
         run.check_output()
     fresh = run.is_new_folder()
     run.output_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(yaml.safe_dump(run.resolved_dict(), sort_keys=False), encoding="utf-8")
+    # the training values nobody set are chosen again in each worker, as here (run.defaults, min_steps)
+    config_path.write_text(yaml.safe_dump(run.resolved_dict(chosen=False), sort_keys=False), encoding="utf-8")
     world = params.nproc_per_node * params.num_nodes
     log.info("%s: starting %d worker process(es) on this node, %d in all (torchrun, %s rendezvous)",
              run.backend.name, params.nproc_per_node, world, params.rdzv_backend)
