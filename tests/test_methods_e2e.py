@@ -97,3 +97,50 @@ def test_plan_counts_rows_as_the_task_reads_them(adapt_cli, bert64, text_data) -
                        "--set", "data.max_train_samples=60", "--set", "training.per_device_train_batch_size=16")
     assert result.returncode == 0, result
     assert result.json()["train_rows"] == 60 and result.json()["steps_per_epoch"] == 4
+
+
+@pytest.mark.parametrize("method", ["ia3", "loha", "lokr", "oft", "boft", "vera", "adalora", "fourierft", "hra",
+                                    "ln_tuning", "peft"])
+def test_peft_adapter_families_end_to_end(method: str, adapt_cli, bert64, text_data, tmp_path) -> None:
+    """Each of peft's other families through `adapt train` at its own default learning rate: the
+    validation loss falls, the merged model reloads to the same test loss."""
+    extra = ["--set", "method_params.peft_type=IA3"] if method == "peft" else []
+    result = adapt_cli("train", "--task", "text_classification", "--method", method, "--model", bert64,
+                       "--train", text_data["train"], "--validation", text_data["validation"],
+                       "--test", text_data["test"], "--output", "run", "--set", "training.num_train_epochs=3",
+                       "--set", "training.per_device_train_batch_size=16", *extra)
+    assert result.returncode == 0, result
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 < metrics["trainable_percent"] < 100
+    losses = [r["eval_loss"] for r in read_metrics(run) if "eval_loss" in r]
+    assert len(losses) >= 3 and losses[-1] < losses[0], losses
+    assert json.loads((run / "model" / "adapt.json").read_text())["format"] == "native"
+    evaluated = adapt_cli("evaluate", "run", "--data", text_data["test"])
+    assert evaluated.returncode == 0, evaluated
+    assert evaluated.json()["test_loss"] == pytest.approx(metrics["test"]["test_loss"], abs=1e-4)
+
+
+def test_loraplus_trains_the_b_matrices_faster_through_the_hf_engine(bert64, tmp_path) -> None:
+    """The method's learning-rate multipliers become the optimizer's parameter groups (every
+    trainable parameter once, the B matrices at ratio x the rate); weight decay groups are kept."""
+    from adapt.engines.hf import _Trainer
+    from adapt.testing import method_run
+    from adapt_methods.lora import LoraMethod
+    from transformers import AutoModelForSequenceClassification, TrainingArguments
+
+    method = LoraMethod()
+    params = method.Params(loraplus_lr_ratio=16)
+    model = method.apply(AutoModelForSequenceClassification.from_pretrained(bert64, num_labels=2), params,
+                         method_run(["classifier"]))
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, weight_decay=0.1, use_cpu=True,
+                             report_to="none")
+    trainer = _Trainer(model=model, args=args)
+    trainer.multipliers = method.learning_rate_multipliers(params)
+    optimizer = trainer.create_optimizer()
+    rates = [(id(p), g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]]
+    trainable = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    assert sorted(r[0] for r in rates) == sorted(trainable)
+    for pid, lr, _ in rates:
+        assert lr == pytest.approx(16e-3 if "lora_B" in trainable[pid] else 1e-3), trainable[pid]
+    assert {wd for *_, wd in rates} == {0.0, 0.1}

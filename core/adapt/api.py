@@ -174,6 +174,16 @@ class Method(_Named):
     def merge(self, model: torch.nn.Module, params: BaseModel) -> torch.nn.Module | None:
         return model
 
+    def learning_rate_multipliers(self, params: BaseModel) -> dict[str, float]:
+        """Parameters whose name contains a key train at ``learning_rate`` times its value (LoRA+:
+        the B matrices faster); every engine builds its optimizer's parameter groups from this."""
+        return {}
+
+    def after_optimizer_step(self, model: torch.nn.Module, params: BaseModel, step: int, total_steps: int) -> None:
+        """Called by every engine after each optimizer step, while the gradients are still there
+        (``step`` counts from 0 of ``total_steps``): for methods that change themselves as training
+        goes (AdaLoRA's rank budget). Most methods need nothing."""
+
 
 class Backend(_Named):
     """Where to run: launches the workers and says which data-parallel strategy they use.

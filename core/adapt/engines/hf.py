@@ -152,7 +152,7 @@ def _progress(trainer: Trainer) -> Trainer:
 
 class RunCallback(TrainerCallback):
     """Records every log in the run (metrics.jsonl, the plugins), measures the peak tensor memory
-    (adapt.memory) and stops cleanly on SIGTERM."""
+    (adapt.memory), tells the method of each optimizer step and stops cleanly on SIGTERM."""
 
     def __init__(self, run: Run) -> None:
         self.run = run
@@ -165,6 +165,9 @@ class RunCallback(TrainerCallback):
             self.memory = peak_memory(self.run, model, optimizer, traceable=not args.deepspeed and not args.fsdp)
         if self.memory is not None:
             self.memory.before_step()
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN201
+        self.run.method.after_optimizer_step(model, self.run.method_params, state.global_step, state.max_steps)
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
         if logs:
@@ -322,11 +325,33 @@ class _EvaluateInOrder:
         return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
 
-class _Trainer(_EvaluateInOrder, Trainer):
+class _MethodLearningRates:
+    """The optimizer's parameter groups split by the method's learning-rate multipliers (split
+    before the first step and before the scheduler reads each group's rate)."""
+
+    multipliers: dict[str, float] = {}
+
+    def create_optimizer(self, model: Any = None) -> Any:
+        optimizer = super().create_optimizer(model)
+        if self.multipliers:
+            names = {id(p): n for n, p in (model or self.model).named_parameters()}
+            groups = []
+            for group in optimizer.param_groups:
+                by_factor: dict[float, list[Any]] = {}
+                for param in group["params"]:
+                    name = names.get(id(param), "")
+                    factor = next((v for k, v in self.multipliers.items() if k in name), 1.0)
+                    by_factor.setdefault(factor, []).append(param)
+                groups += [{**group, "params": ps, "lr": group["lr"] * f} for f, ps in by_factor.items()]
+            optimizer.param_groups = groups
+        return optimizer
+
+
+class _Trainer(_EvaluateInOrder, _MethodLearningRates, Trainer):
     pass
 
 
-class _Seq2SeqTrainer(_EvaluateInOrder, Seq2SeqTrainer):
+class _Seq2SeqTrainer(_EvaluateInOrder, _MethodLearningRates, Seq2SeqTrainer):
     pass
 
 
@@ -334,9 +359,11 @@ def _trainer(run: Run, loaded: Any, args: TrainingArguments, **kwargs: Any) -> T
     """The Trainer (Seq2SeqTrainer for generating tasks) for a task's model and data."""
     task = run.task
     cls = _Seq2SeqTrainer if isinstance(args, Seq2SeqTrainingArguments) else _Trainer
-    return _progress(cls(model=loaded.model, args=args, data_collator=task.data_collator(run, loaded),
-                         processing_class=loaded.processor, compute_metrics=task.compute_metrics(run, loaded),
-                         preprocess_logits_for_metrics=task.preprocess_logits(run, loaded), **kwargs))
+    trainer = cls(model=loaded.model, args=args, data_collator=task.data_collator(run, loaded),
+                  processing_class=loaded.processor, compute_metrics=task.compute_metrics(run, loaded),
+                  preprocess_logits_for_metrics=task.preprocess_logits(run, loaded), **kwargs)
+    trainer.multipliers = run.method.learning_rate_multipliers(run.method_params)
+    return _progress(trainer)
 
 
 def _eval_trainer(run: Run, loaded: Any, folder: str) -> Trainer:

@@ -354,10 +354,11 @@ def check_method(method: Method, make_model: Callable[[], tuple[Any, dict[str, A
                  atol: float = 1e-4, steps: int = 8) -> dict[str, Any]:
     """Apply ``method`` to a fresh model from ``make_model()`` (which returns the model and
     forward keyword arguments whose output has ``logits`` or is a tensor) and check that:
-    something trains; optimizer steps change only trainable parameters and lower a loss; the
+    something trains; optimizer steps (each followed by the method's ``after_optimizer_step``, as the
+    engines call it) change only trainable parameters and lower a loss; the
     trainable tensors saved and loaded onto a fresh model give the same outputs (how adapt
     saves an unmerged adapter); a merged model gives the adapted model's outputs within
-    ``atol``. Returns what it measured."""
+    ``atol`` and holds only the base model's parameters. Returns what it measured."""
     import torch
 
     from adapt.models import adapter_state
@@ -378,6 +379,7 @@ def check_method(method: Method, make_model: Callable[[], tuple[Any, dict[str, A
         loss = _output(model, inputs).float().pow(2).mean()
         loss.backward()
         optimizer.step()
+        method.after_optimizer_step(model, params, len(losses), steps)
         losses.append(float(loss))
     changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
     assert changed, f"{method!r}: {steps} optimizer steps changed no parameter"
@@ -406,8 +408,9 @@ def check_method(method: Method, make_model: Callable[[], tuple[Any, dict[str, A
         with torch.no_grad():
             difference = float((_output(merged, inputs) - adapted).abs().max())
         assert difference <= atol, f"{method!r}: merged outputs differ by {difference} (> {atol})"
-        leftovers = [n for n, _ in merged.named_parameters() if "lora_" in n or "ssf_" in n]
-        assert not leftovers, f"{method!r}: merged model still holds adapter parameters {leftovers[:3]}"
+        base = {n for n, _ in make_model()[0].named_parameters()}
+        leftovers = [n for n, _ in merged.named_parameters() if n not in base]
+        assert not leftovers, f"{method!r}: merged model holds parameters the base model does not {leftovers[:3]}"
     return {"trainable": sorted(trainable), "changed": sorted(changed), "losses": losses,
             "merge_difference": difference, "reload_difference": reload_difference}
 

@@ -54,7 +54,23 @@ class LoraParams(QuantizationParams):
     fan_in_fan_out: bool = Field(False, description="The targeted layers store weights as (in, out); set automatically for GPT-2's Conv1D.")
     init_lora_weights: bool | str = Field(
         True, description="true: B = 0 so training starts from the pretrained model; false: random (for tests); "
-                          "or a peft scheme name (gaussian, pissa, olora...).")
+                          "or a peft scheme: gaussian, pissa (adapter from the principal singular vectors, the base "
+                          "keeps the rest), olora (from a QR decomposition), loftq (an adapter that offsets the error "
+                          "of quantizing the base: loftq_bits, loftq_iter).")
+    use_rslora: bool = Field(False, description="rsLoRA (Kalajdzievski 2023): scale the update by alpha / sqrt(r) "
+                                                "instead of alpha / r, so that higher ranks keep learning.")
+    loraplus_lr_ratio: float | None = Field(
+        None, gt=0, description="LoRA+ (Hayou et al. 2024): the B matrices train at this multiple of the learning rate "
+                                "(the paper: 16); None: one learning rate.")
+    loftq_bits: int = Field(4, ge=2, le=8, description="With init_lora_weights: loftq, the bits LoftQ quantizes the "
+                                                       "base to while initialising the adapter to offset it.")
+    loftq_iter: int = Field(1, ge=1, description="With init_lora_weights: loftq, LoftQ's alternating steps.")
+    rank_pattern: dict[str, int] = Field(
+        default_factory=dict, description="Ranks other than r by module-name pattern (peft's rule: a regex matched "
+                                          "against the name's end), e.g. {'attention.self.value': 4}; wins over "
+                                          "max_conv_share.")
+    alpha_pattern: dict[str, float] = Field(default_factory=dict, description="Alphas other than alpha by module-name "
+                                                                            "pattern, as rank_pattern.")
     merge_weights: bool = Field(True, validation_alias=AliasChoices("merge_weights", "merge_lora_weights"),
                                 description="Fold the adapters into the base weights before saving (Azure ML: merge_lora_weights).")
     modules_to_save: list[str] = Field(default_factory=list, description="Further modules trained in full besides the head.")
@@ -138,9 +154,21 @@ class LoraMethod(Method):
                 raise ConfigError("method_params.exclude_modules: every target is excluded")
         conv1d = any(kind(m) == "Conv1D" and matches(n, targets) for n, m in model.named_modules())
         ranks = conv_ranks(model, targets, params.r, params.max_conv_share)
+        loftq = {}
+        if params.init_lora_weights == "loftq":
+            import torch
+            from peft import LoftQConfig
+
+            if not torch.cuda.is_available():
+                raise ConfigError("method_params.init_lora_weights: loftq needs a CUDA GPU (peft's LoftQ quantizes on "
+                                  "it); on the CPU use pissa or olora, or qlora for a quantized base")
+
+            loftq = {"loftq_config": LoftQConfig(loftq_bits=params.loftq_bits, loftq_iter=params.loftq_iter)}
         config = LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout, target_modules=targets,
-                            rank_pattern={re.escape(n): r for n, r in ranks.items()},
-                            alpha_pattern={re.escape(n): params.alpha * r / params.r for n, r in ranks.items()},
+                            rank_pattern={**{re.escape(n): r for n, r in ranks.items()}, **params.rank_pattern},
+                            alpha_pattern={**{re.escape(n): params.alpha * r / params.r for n, r in ranks.items()},
+                                           **params.alpha_pattern},
+                            use_rslora=params.use_rslora, **loftq,
                             fan_in_fan_out=params.fan_in_fan_out or conv1d, init_lora_weights=params.init_lora_weights,
                             use_dora=self.use_dora, modules_to_save=[*head, *params.modules_to_save] or None,
                             bias="none")
@@ -148,6 +176,9 @@ class LoraMethod(Method):
             return get_peft_model(model, config)
         except ValueError as exc:  # peft's checks of a target it cannot adapt (rank vs groups...)
             raise ConfigError(f"method {self.name}: peft cannot adapt these targets: {exc}") from None
+
+    def learning_rate_multipliers(self, params: LoraParams) -> dict[str, float]:
+        return {"lora_B": params.loraplus_lr_ratio} if params.loraplus_lr_ratio else {}
 
     def merge(self, model: Any, params: LoraParams) -> Any:
         if not params.merge_weights:

@@ -11,12 +11,14 @@ an RPN) are adapted like the backbone and neck.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from adapt import ConfigError
 
 from adapt_methods.common import CONV_KINDS, LINEAR_KINDS, NORM_KINDS, candidate_names, in_any, kind, matches, tied
 
+log = logging.getLogger("adapt")
 ATTENTION_PROJECTIONS = ("q_proj", "v_proj", "query", "value", "q", "v", "c_attn", "qkv", "query_proj",
                          "value_proj", "in_proj")
 
@@ -25,23 +27,40 @@ def _grouped(module: Any) -> bool:
     return getattr(module, "groups", 1) > 1
 
 
-def lora_targets(model: Any, head: list[str]) -> list[str]:
-    """Full names of the modules LoRA / DoRA adapt by default."""
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as peft_defaults
+def peft_defaults(model: Any, peft_type: str = "LORA") -> list[str]:
+    """peft's default target names of this peft type for the model's transformers family ([] if none);
+    peft's families without a table of their own use LoRA's, as peft does."""
+    from peft.utils import constants
 
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    table = getattr(constants, f"TRANSFORMERS_MODELS_TO_{peft_type}_TARGET_MODULES_MAPPING",
+                    constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)
+    return list(table.get(model_type) or [])
+
+
+def lora_targets(model: Any, head: list[str], kinds: tuple[str, ...] = LINEAR_KINDS + CONV_KINDS,
+                 peft_type: str = "LORA", method: str = "lora") -> list[str]:
+    """Full names of the modules LoRA / DoRA (or another peft adapter on layers of ``kinds``) adapt
+    by default; layers of the usual kinds that this method cannot adapt are skipped and said."""
     shared = tied(model)  # adapting a tied head would change the embeddings too
     modules = [(n, m) for n, m in model.named_modules() if n and not in_any(n, head) and n not in shared]
     linear = [(n, m) for n, m in modules if kind(m) in LINEAR_KINDS]
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    known = peft_defaults.get(model_type) or []
+    known = peft_defaults(model, peft_type)
     chosen = [n for n, _ in linear if matches(n, known)]
-    if not chosen and model_type:
+    if not chosen and getattr(getattr(model, "config", None), "model_type", None):
         chosen = [n for n, _ in linear if n.rsplit(".", 1)[-1] in ATTENTION_PROJECTIONS]
     if not chosen:
         chosen = [n for n, m in modules if kind(m) in LINEAR_KINDS or (kind(m) in CONV_KINDS and not _grouped(m))]
+    skipped = [n for n in chosen if kind(model.get_submodule(n)) not in kinds]
+    chosen = [n for n in chosen if n not in skipped]
+    if skipped:
+        log.info("%s: skipped %d layer(s) of a kind it cannot adapt (%s; it adapts %s): %s", method, len(skipped),
+                 ", ".join(sorted({kind(model.get_submodule(n)) for n in skipped})), ", ".join(kinds),
+                 ", ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else ""))
     if not chosen:
-        raise ConfigError(f"method_params.target_modules: found no layer of {type(model).__name__} to adapt outside "
-                          f"its head; name targets among: {', '.join(candidate_names(model, LINEAR_KINDS + CONV_KINDS))}")
+        raise ConfigError(f"method_params.target_modules: found no layer of {type(model).__name__} that {method} can "
+                          f"adapt ({', '.join(kinds)}) outside its head; name targets among: "
+                          f"{', '.join(candidate_names(model, kinds)) or 'none'}, or choose another method")
     return chosen
 
 

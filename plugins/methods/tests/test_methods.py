@@ -308,3 +308,163 @@ def test_exclude_modules_are_never_adapted(name: str) -> None:
     assert {n.removeprefix("base_model.model.").split(".")[0] for n, _ in own.named_parameters() if marker in n} == {"wide"}
     with pytest.raises(ConfigError, match="exclude_modules: nope match no module.*narrow"):
         method.apply(WideCNN(), method.Params(exclude_modules=["nope"]), method_run(["fc"]))
+
+
+# ------------------------------------------------------------------------------------------
+# peft's other adapter families
+
+ADAPTERS = ["ia3", "loha", "lokr", "oft", "boft", "vera", "adalora", "fourierft", "hra", "ln_tuning"]
+# what each adapts: Linear (BERT, Llama), GPT-2's Conv1D, Conv2d (a CNN; its only Linear is the head)
+ADAPTS = {"ia3": "lcv", "loha": "lv", "lokr": "lv", "oft": "l", "boft": "lv", "vera": "lc", "adalora": "lc",
+          "fourierft": "lc", "hra": "lv", "ln_tuning": "lcv"}
+# small enough for the tiny models' layers (peft's defaults are sized for real ones); AdaLoRA starts at E = 0 and
+# GPT-2 trains with dropout on: a larger scale lets 8 steps show through the noise
+TINY = {"fourierft": {"n_frequency": 64}, "oft": {"oft_block_size": 4}, "vera": {"r": 16}, "adalora": {"tinit": 2, "lora_alpha": 64}}
+
+
+def adapter_params(name: str, **extra: object):  # noqa: ANN201
+    method = BY_NAME[name]
+    init = {"init_weights": False} if "init_weights" in method.Params.model_fields and name != "fourierft" else {}
+    init |= {"init_ia3_weights": False} if name == "ia3" else {}
+    return method.Params(**{**init, **TINY.get(name, {}), **extra})
+
+
+def new_parameters(report: dict, base: torch.nn.Module, head: str) -> None:
+    """Only the method's own parameters and the head train (no name prefixes assumed)."""
+    names = {n for n, _ in base.named_parameters()}
+    for name in report["trainable"]:
+        plain = name.removeprefix("base_model.model.")
+        assert plain not in names or plain.startswith(head + ".") or f".{head}." in name, name
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_adapters_on_bert(name: str, bert_dir: str) -> None:
+    method = BY_NAME[name]
+    params = adapter_params(name)
+    make = bert_factory(bert_dir, method, params)
+    report = check_method(method, make, head_modules=["classifier"], params=params)
+    new_parameters(report, make()[0], "classifier")
+    assert any("classifier" in n for n in report["trainable"])
+    assert report["merge_difference"] is not None and report["merge_difference"] <= 1e-4
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_adapters_on_causal_lms(name: str, family: str) -> None:
+    method = BY_NAME[name]
+    params = adapter_params(name)
+    make = causal_factory(family, method, params)
+    if family == "gpt2" and "c" not in ADAPTS[name]:
+        with pytest.raises(ConfigError, match=rf"{name} can adapt.*Conv1D|found no layer of GPT2LMHeadModel that {name}"):
+            method.apply(make()[0], params, method_run([]))
+        return
+    report = check_method(method, make, head_modules=[], params=params)
+    new_parameters(report, make()[0], "lm_head")
+    assert report["merge_difference"] is not None and report["merge_difference"] <= 1e-4
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_adapters_on_a_plain_torch_cnn(name: str) -> None:
+    method = BY_NAME[name]
+    params = adapter_params(name)
+    make = cnn_factory(method, params)
+    if "v" not in ADAPTS[name]:  # Linear-only methods: the CNN's only Linear is its head
+        with pytest.raises(ConfigError, match=rf"found no layer of TinyCNN that {name} can adapt"):
+            method.apply(make()[0], params, method_run(None))
+        return
+    report = check_method(method, make, params=params)
+    new_parameters(report, make()[0], "fc")
+    assert any(n.startswith(("base_model.model.stem", "base_model.model.block")) for n in report["trainable"])
+    assert report["merge_difference"] is not None and report["merge_difference"] <= 1e-4
+
+
+def test_adalora_prunes_ranks_through_the_step_hook(bert_dir: str, tmp_path) -> None:  # noqa: ANN001
+    """The engines call after_optimizer_step; AdaLoRA then takes the run's step count as its schedule."""
+    method = BY_NAME["adalora"]
+    params = method.Params(init_r=6, target_r=2)
+    report = check_method(method, bert_factory(bert_dir, method, params), head_modules=["classifier"], params=params,
+                          steps=6)
+    assert report["losses"][-1] < report["losses"][0]
+    model, inputs = bert_factory(bert_dir, method, params)()
+    model = method.apply(model, params, method_run(["classifier"]))
+    model(**inputs).logits.sum().backward()  # the step hook reads the gradients
+    method.after_optimizer_step(model, params, 0, 40)
+    assert model.peft_config["default"].total_step == 40
+    for step in range(1, 40):  # through the final allocation
+        method.after_optimizer_step(model, params, step, 40)
+    adalora = model.base_model
+    # the allocated ranks are kept aside, so that every checkpoint keeps all ranks and reloads (HF's best checkpoint)
+    assert model.peft_config["default"].rank_pattern is None and adalora.adapt_rank_pattern
+    ranks = sum(sum(kept) for kept in adalora.adapt_rank_pattern.values())
+    assert ranks <= params.target_r * len(adalora.adapt_rank_pattern)
+    from peft import PeftModel
+
+    model.save_pretrained(tmp_path / "checkpoint")
+    fresh = method.apply(bert_factory(bert_dir, method, params)()[0], params, method_run(["classifier"]))
+    fresh.load_adapter(str(tmp_path / "checkpoint"), "default")
+    assert isinstance(fresh, PeftModel)
+    with pytest.raises(ConfigError, match="leave no budgeting phase in this run's 3 steps"):
+        method.after_optimizer_step(model, method.Params(tinit=5), 0, 3)
+
+
+def test_generic_peft_method_takes_any_config_type(bert_dir: str) -> None:
+    from pydantic import ValidationError
+
+    method = BY_NAME["peft"]
+    params = method.Params(peft_type="randlora", config={"r": 4, "init_weights": True})
+    assert params.peft_type == "RandLoraConfig"
+    report = check_method(method, bert_factory(bert_dir, method, params), head_modules=["classifier"], params=params)
+    assert any("randlora" in n for n in report["trainable"])
+    with pytest.raises(ValidationError, match="no config type 'nosuch'.*ia3"):
+        method.Params(peft_type="nosuch")
+    with pytest.raises(ValidationError, match="rank not a field of IA3Config"):
+        method.Params(peft_type="IA3", config={"rank": 4})
+
+
+def test_adapter_params_are_peft_s_names_and_defaults() -> None:
+    """Each method's own parameters exist in its peft config, with peft's default where adapt keeps it."""
+    import dataclasses
+
+    import peft
+    from adapt_methods.adapters import COMMON
+
+    own_defaults = {("fourierft", "init_weights")}  # none differ today; listed here if one ever must
+    for name in ADAPTERS:
+        method = BY_NAME[name]
+        fields = {f.name: f for f in dataclasses.fields(getattr(peft, method.config_class))}
+        for field, info in method.Params.model_fields.items():
+            if field in COMMON:
+                continue
+            assert field in fields, f"{name}.{field} is not a field of {method.config_class}"
+            peft_default = fields[field].default
+            if peft_default is not dataclasses.MISSING and (name, field) not in own_defaults:
+                assert info.default == peft_default, (name, field, info.default, peft_default)
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora", "loftq"])
+def test_lora_initialisations_keep_the_contract(init: str, bert_dir: str) -> None:
+    """PiSSA / OLoRA move the principal part of each targeted weight into the adapter; LoftQ offsets a
+    quantized base: all still train, reload exactly and merge to the adapted outputs."""
+    method = BY_NAME["lora"]
+    params = method.Params(init_lora_weights=init, loftq_bits=4)
+    if init == "loftq" and not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="loftq needs a CUDA GPU"):
+            method.apply(bert_factory(bert_dir, method, params)()[0], params, method_run(["classifier"]))
+        return
+    report = check_method(method, bert_factory(bert_dir, method, params), head_modules=["classifier"], params=params)
+    assert report["merge_difference"] <= 1e-4
+
+
+def test_rslora_scales_by_the_square_root_of_the_rank_and_patterns_set_ranks(bert_dir: str) -> None:
+    method = BY_NAME["lora"]
+    params = method.Params(r=16, alpha=8, use_rslora=True, rank_pattern={"value": 4}, alpha_pattern={"value": 2})
+    model = method.apply(bert_factory(bert_dir, method, params)()[0], params, method_run(["classifier"]))
+    layers = {n.removeprefix("base_model.model."): m for n, m in model.named_modules() if hasattr(m, "lora_A")}
+    query, value = layers["bert.encoder.layer.0.attention.self.query"], layers["bert.encoder.layer.0.attention.self.value"]
+    assert query.r["default"] == 16 and query.scaling["default"] == pytest.approx(8 / 16 ** 0.5)
+    assert value.r["default"] == 4 and value.scaling["default"] == pytest.approx(2 / 4 ** 0.5)
+
+
+def test_loraplus_ratio_is_a_learning_rate_multiplier_of_the_b_matrices() -> None:
+    assert BY_NAME["lora"].learning_rate_multipliers(BY_NAME["lora"].Params(loraplus_lr_ratio=16)) == {"lora_B": 16}
+    assert BY_NAME["lora"].learning_rate_multipliers(BY_NAME["lora"].Params()) == {}

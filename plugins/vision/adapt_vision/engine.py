@@ -170,6 +170,8 @@ def runner_config(run: Any, loaded: Any, data: dict[str, dict[str, Any]], steps:
                       "val_interval": steps["eval"] or steps["max"] + 1},
         "optim_wrapper": {"type": "AmpOptimWrapper" if _precision(run) else "OptimWrapper",
                           "optimizer": _optimizer(t), "accumulative_counts": t.gradient_accumulation_steps,
+                          **({"paramwise_cfg": {"custom_keys": {k: {"lr_mult": v} for k, v in multipliers.items()}}}
+                             if (multipliers := run.method.learning_rate_multipliers(run.method_params)) else {}),
                           **({"clip_grad": {"max_norm": t.max_grad_norm}} if t.max_grad_norm > 0 else {})},
         "param_scheduler": _schedulers(t, p, steps["max"], steps["epoch"]) or None,
         "default_hooks": {"timer": {"type": "IterTimerHook"}, "param_scheduler": {"type": "ParamSchedulerHook"},
@@ -249,7 +251,7 @@ def _checkpoint_hook() -> str:
 
 def _run_hook(run: Any, steps: dict[str, int], traceable: bool) -> Any:
     """The run's hook (built per run: MMEngine's Hook base is imported lazily): writes logs to
-    metrics.jsonl, tells the plugins, shows progress, measures the peak tensor memory (traced on the
+    metrics.jsonl, tells the plugins, shows progress, tells the method of each optimizer step, measures the peak tensor memory (traced on the
     CPU only where ``traceable``: not through a strategy's engine) and stops cleanly on SIGTERM / Ctrl-C."""
     from mmengine.hooks import Hook
     from tqdm.auto import tqdm
@@ -267,8 +269,12 @@ def _run_hook(run: Any, steps: dict[str, int], traceable: bool) -> Any:
 
         def before_train(self, runner: Any) -> None:
             self.training = True
-            self.memory = peak_memory(run, runner.model, getattr(runner.optim_wrapper, "optimizer", None),
-                                      traceable=traceable)
+            optimizer = getattr(runner.optim_wrapper, "optimizer", None)
+            self.memory = peak_memory(run, runner.model, optimizer, traceable=traceable)
+            if optimizer is not None:  # inside OptimWrapper.update_params: the gradients are still there
+                model = getattr(runner.model, "module", runner.model)
+                optimizer.register_step_post_hook(lambda *_: run.method.after_optimizer_step(
+                    model, run.method_params, runner.iter, steps["max"]))
             if run.is_main_process:
                 self.bar = tqdm(total=steps["max"], initial=runner.iter, desc="train", unit="it", file=sys.stderr)
             if runner.iter:  # resumed: random state as it was after that iteration, see _RandomState

@@ -581,16 +581,17 @@ def test_a_timm_backbone_with_real_imagenet_weights_in_a_detector(coco: dict[str
     assert wrong.returncode == 2 and "efficientnet_lite0" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
-@pytest.mark.parametrize("method", ["lora", "dora", "ssf"])
+@pytest.mark.parametrize("method", ["lora", "dora", "ssf", "ia3", "loha", "lokr", "oft", "boft", "hra", "ln_tuning",
+                                    "vera"])
 def test_a_merged_detector_gives_the_adapted_outputs(method: str) -> None:
     """adapt.testing's method contract on a detector (its raw class and box outputs): only the method's
     parameters and the predictors train, the loss falls, the adapter reloads to the same outputs, and
-    LoRA / DoRA (convolution ranks capped) merge to the same outputs; SSF after bias-free convolutions
-    is kept apart."""
+    LoRA / DoRA (convolution ranks capped) and peft's families with Conv2d support merge to the same
+    outputs; SSF after bias-free convolutions is kept apart; the Linear-only VeRA and OFT refuse it."""
     import torch
-    from adapt.testing import check_method
-    from adapt_methods.lora import DoraMethod, LoraMethod
-    from adapt_methods.ssf import SSFMethod
+    from adapt import ConfigError
+    from adapt.testing import check_method, method_run
+    from adapt_methods import METHODS
     from adapt_vision.detection import ObjectDetection
     from mmengine.config import Config
 
@@ -611,10 +612,16 @@ def test_a_merged_detector_gives_the_adapted_outputs(method: str) -> None:
         torch.manual_seed(0)
         return Outputs(task.build(cfg.model, TINY)), {"x": torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))}
 
-    chosen = {"lora": LoraMethod, "dora": DoraMethod, "ssf": SSFMethod}[method]()
+    chosen = {m.name: m for m in METHODS}[method]()
     head = ["detector.bbox_head.retina_cls", "detector.bbox_head.retina_reg"]
-    report = check_method(chosen, make, head_modules=head, params=chosen.Params(), steps=4)
-    assert any(".bbox_head.cls_convs." in n for n in report["trainable"])  # the head's shared convs are adapted
+    params = chosen.Params()
+    if method in ("vera", "oft"):  # Linear layers only (see OFTMethod); a RetinaNet has none
+        with pytest.raises(ConfigError, match=f"found no layer of Outputs that {method} can adapt"):
+            chosen.apply(make()[0], params, method_run(head))
+        return
+    report = check_method(chosen, make, head_modules=head, params=params, steps=4)
+    if method != "ln_tuning":
+        assert any(".bbox_head.cls_convs." in n for n in report["trainable"])  # the head's shared convs are adapted
     if method == "ssf":
         assert report["merge_difference"] is None
     else:

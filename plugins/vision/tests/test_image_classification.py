@@ -185,3 +185,38 @@ def test_group_by_length_on_images_is_refused_before_training(folders: dict[str,
     assert result.returncode == 2, result
     assert "training.group_by_length: the training data of task image_classification is not tokenised" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+PEFT_FAMILIES = ["ia3", "loha", "lokr", "oft", "boft", "vera", "adalora", "fourierft", "hra", "ln_tuning"]
+LINEAR_ONLY = {"vera", "adalora", "fourierft", "oft"}  # no Conv2d layer in peft (oft's: see OFTMethod)
+
+
+@pytest.mark.parametrize("model_name", ["test_vit", "test_resnet"])
+@pytest.mark.parametrize("method", PEFT_FAMILIES)
+def test_peft_families_on_timm_models(method: str, model_name: str) -> None:
+    """adapt.testing's method contract on a timm ViT (fused qkv Linear layers) and a timm CNN: the
+    methods with Conv2d support adapt the CNN's convolutions; the Linear-only ones refuse it, naming why."""
+    import timm
+    import torch
+    from adapt import ConfigError
+    from adapt.testing import check_method, method_run
+    from adapt_methods import METHODS
+
+    chosen = {m.name: m for m in METHODS}[method]()
+    sizes = {"fourierft": {"n_frequency": 64}, "oft": {"oft_block_size": 4}, "vera": {"r": 16}, "adalora": {"tinit": 2}}
+    params = chosen.Params(**sizes.get(method, {}))
+
+    def make() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        model = timm.create_model(model_name, pretrained=False, num_classes=3)
+        return model, {"x": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))}
+
+    head = ["head"] if model_name == "test_vit" else ["fc"]
+    if model_name == "test_resnet" and method in LINEAR_ONLY:
+        with pytest.raises(ConfigError, match=f"that {method} can adapt"):
+            chosen.apply(make()[0], params, method_run(head))
+        return
+    report = check_method(chosen, make, head_modules=head, params=params, steps=4)
+    assert any(head[0] + "." in n for n in report["trainable"])
+    assert len(report["trainable"]) > 2  # more than the head's weight and bias
+    assert report["merge_difference"] is not None and report["merge_difference"] <= 1e-4
