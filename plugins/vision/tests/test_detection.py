@@ -626,3 +626,28 @@ def test_a_merged_detector_gives_the_adapted_outputs(method: str) -> None:
         assert report["merge_difference"] is None
     else:
         assert report["merge_difference"] <= 1e-4
+
+
+def test_loraplus_and_a_peft_family_train_a_detector_through_adapt(coco: dict[str, str], tmp_path: Path) -> None:
+    """LoRA+ through the MMEngine engine: the optimizer's groups hold the B matrices at 16x the rate
+    (read back from the checkpoint's optimizer state); ia3 trains the detector end to end too."""
+    import torch
+
+    out = tmp_path / "plus"
+    result = run_adapt("train", "--task", "object_detection", "--method", "lora", "--model", TINY,
+                       "--set", f"task_params.checkpoint={coco['checkpoint']}", "--train", coco["train"],
+                       "--validation", coco["val"], "--output", str(out), "--set", "training.num_train_epochs=1",
+                       "--set", "method_params.loraplus_lr_ratio=16", "--set", "training.save_total_limit=-1",
+                       "--set", "task_params.image_width=64", "--set", "task_params.image_height=64", *COMMON)
+    assert result.returncode == 0, result
+    checkpoint = sorted((out / "checkpoints").glob("*.pth"))[-1]
+    groups = torch.load(checkpoint, map_location="cpu", weights_only=False)["optimizer"]["param_groups"]
+    rates = sorted({round(g.get("initial_lr", g["lr"]), 12) for g in groups})  # the scheduler ends at 0
+    assert len(rates) == 2 and rates[1] == pytest.approx(16 * rates[0]), rates
+    ia3 = run_adapt("train", "--task", "object_detection", "--method", "ia3", "--model", TINY,
+                    "--set", f"task_params.checkpoint={coco['checkpoint']}", "--train", coco["train"],
+                    "--validation", coco["val"], "--output", str(tmp_path / "ia3"), "--set", "training.num_train_epochs=1",
+                    "--set", "task_params.image_width=64", "--set", "task_params.image_height=64", *COMMON)
+    assert ia3.returncode == 0, ia3
+    assert "method ia3:" in ia3.stderr and "parameters trainable" in ia3.stderr
+    assert run_adapt("evaluate", str(tmp_path / "ia3"), "-d", coco["val"]).returncode == 0
