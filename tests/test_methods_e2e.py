@@ -144,3 +144,31 @@ def test_loraplus_trains_the_b_matrices_faster_through_the_hf_engine(bert64, tmp
     for pid, lr, _ in rates:
         assert lr == pytest.approx(16e-3 if "lora_B" in trainable[pid] else 1e-3), trainable[pid]
     assert {wd for *_, wd in rates} == {0.0, 0.1}
+
+
+def test_compare_reports_runs_side_by_side_and_names_the_best(adapt_cli, bert64, text_data, tmp_path) -> None:
+    """Two real runs (lora, ia3) compared: the table has each run's test metric and footprint, the
+    best run per criterion is named, the HTML page holds the table and the curves, bad input exits 2."""
+    for method in ("lora", "ia3"):
+        result = adapt_cli("train", "--task", "text_classification", "--method", method, "--model", bert64,
+                           "--train", text_data["train"], "--validation", text_data["validation"],
+                           "--test", text_data["test"], "--output", method, "--set", "training.num_train_epochs=1")
+        assert result.returncode == 0, result
+    report = adapt_cli("compare", "lora", "ia3", "--output", "cmp", "--json")
+    assert report.returncode == 0, report
+    data = report.json()
+    assert data["metric"] == "test_accuracy" and [r["method"] for r in data["rows"]] == ["lora", "ia3"]
+    accuracy = {r["method"]: r["test"]["test_accuracy"] for r in data["rows"]}
+    for method in ("lora", "ia3"):
+        saved = json.loads((tmp_path / method / "metrics.json").read_text())
+        assert accuracy[method] == saved["test"]["test_accuracy"]
+    shares = {r["method"]: r["trainable_percent"] for r in data["rows"]}
+    assert data["best"]["trainable_percent"] == min(shares, key=shares.get)  # the run folder is named as given
+    assert all(r["s_per_step"] > 0 and r["adapter_mib"] > 0 for r in data["rows"])
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "<table>" in page and "data:image/png;base64," in page and "ia3" in page
+    assert "| run | method | test_accuracy |" in (tmp_path / "cmp" / "compare.md").read_text()
+    one = adapt_cli("compare", "lora")
+    assert one.returncode == 2 and "at least two run folders" in one.stderr and "Traceback" not in one.stderr
+    missing = adapt_cli("compare", "lora", "nowhere")
+    assert missing.returncode == 2 and "nowhere is not a finished run folder" in missing.stderr

@@ -142,6 +142,30 @@ def predict(model: RunArgument, data: DataOption, set_: SetOption = [],  # noqa:
 
 
 @app.command()
+def compare(runs: Annotated[list[Path], typer.Argument(help="Run folders written by adapt train (one task).")],
+            output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write compare.md and "
+                                                        "compare.html (curves overlaid) into this folder.")] = None,
+            as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Runs side by side: test metric, trainable %, s/step, peak memory, adapter size; the best of each."""
+    from adapt.compare import compare as compare_runs
+    from adapt.compare import markdown, page
+
+    report = compare_runs(runs)
+    text = markdown(report)
+    if output:
+        if output.exists() and not output.is_dir():
+            raise ConfigError(f"--output: {output} is a file; give a folder for compare.md and compare.html")
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "compare.md").write_text(text, encoding="utf-8")
+        (output / "compare.html").write_text(page(report), encoding="utf-8")
+        typer.echo(f"wrote {output / 'compare.md'} and {output / 'compare.html'}", err=True)
+    if as_json:
+        typer.echo(json.dumps({k: v for k, v in report.items()}, indent=2, default=str))
+    else:
+        typer.echo(text)
+
+
+@app.command()
 def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Installed packs: distribution, version, what each registers, and load errors."""
     from adapt.plugins import KINDS, get_registry
