@@ -172,3 +172,21 @@ def test_compare_reports_runs_side_by_side_and_names_the_best(adapt_cli, bert64,
     assert one.returncode == 2 and "at least two run folders" in one.stderr and "Traceback" not in one.stderr
     missing = adapt_cli("compare", "lora", "nowhere")
     assert missing.returncode == 2 and "nowhere is not a finished run folder" in missing.stderr
+
+
+def test_sweep_trains_each_method_and_writes_the_comparison(adapt_cli, bert64, text_data, tmp_path) -> None:
+    """`adapt sweep --methods` runs one config per method (each at its own default learning rate) into
+    one folder and writes adapt compare's report there; a bad method list exits 2 before training."""
+    common = ["--task", "text_classification", "--model", bert64, "--train", text_data["train"],
+              "--validation", text_data["validation"], "--test", text_data["test"],
+              "--set", "training.num_train_epochs=1", "--set", "tracking.enabled=false"]
+    result = adapt_cli("sweep", "--methods", "ssf,vera", "--output", "sweep", *common)
+    assert result.returncode == 0, result
+    assert "| ssf |" in result.stdout and "| vera |" in result.stdout and "best test_accuracy" in result.stdout
+    for method, rate in (("ssf", 5e-3), ("vera", 1e-2)):  # each method's documented default
+        assert f"training.learning_rate: {rate:g}, method {method}'s default" in (tmp_path / "sweep" / method / "config.yaml").read_text()
+    assert (tmp_path / "sweep" / "compare.html").is_file()
+    bad = adapt_cli("sweep", "--methods", "lora,nosuch", *common)
+    assert bad.returncode == 2 and "nosuch not installed" in bad.stderr and not (tmp_path / "runs").exists()
+    grid = adapt_cli("sweep", "--methods", "lora", "--learning-rates", "1e-3,x", *common)
+    assert grid.returncode == 2 and "--learning-rates" in grid.stderr

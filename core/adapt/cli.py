@@ -166,6 +166,41 @@ def compare(runs: Annotated[list[Path], typer.Argument(help="Run folders written
 
 
 @app.command()
+def sweep(methods: Annotated[str, typer.Option("--methods", help="Methods to run, comma-separated: lora,dora,ssf,ia3.")],
+          learning_rates: Annotated[str | None, typer.Option(
+              "--learning-rates", help="A grid, comma-separated (each method runs at each); default: each "
+                                       "method's own default learning rate.")] = None,
+          config: ConfigOption = None, task: TaskOption = None, model: ModelOption = None,
+          train_data: TrainOption = None, validation: ValidationOption = None, test: TestOption = None,
+          output: Annotated[Path, typer.Option("--output", "-o", help="Folder of the runs and the report.")] = Path("runs/sweep"),
+          set_: SetOption = []) -> None:  # noqa: B006 - typer reads the defaults
+    """One config trained with several methods, then compared (adapt compare's report in --output)."""
+    from adapt.compare import markdown
+    from adapt.compare import sweep as sweep_runs
+    from adapt.plugins import get_registry
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    try:
+        rates: list[float | None] = [float(r) for r in learning_rates.split(",")] if learning_rates else [None]
+    except ValueError:
+        raise ConfigError(f"--learning-rates: {learning_rates!r} is not a comma-separated list of numbers") from None
+    known = get_registry().names("method")
+    unknown = [m for m in names if m not in known]
+    if unknown or not names:
+        raise ConfigError(f"--methods: {', '.join(unknown) or 'none given'} not installed (methods: {', '.join(known)})")
+    flags = _run_flags(task=task, model=model, train_data=train_data, validation=validation, test=test)
+    for name in names:  # the whole config is checked for every method before anything trains
+        _build_config(config, {**flags, "method": name}, set_)
+    args = [*(["--config", str(config)] if config else []),
+            *(x for flag, value in (("--task", task), ("--model", model), ("--train", train_data),
+                                    ("--validation", validation), ("--test", test)) if value for x in (flag, value)),
+            *(x for assignment in set_ for x in ("--set", assignment))]
+    report = sweep_runs(args, names, rates, output)
+    typer.echo(markdown(report))
+    typer.echo(f"report: {output / 'compare.md'}, {output / 'compare.html'}", err=True)
+
+
+@app.command()
 def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Installed packs: distribution, version, what each registers, and load errors."""
     from adapt.plugins import KINDS, get_registry

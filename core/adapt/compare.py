@@ -158,3 +158,33 @@ def page(report: dict[str, Any]) -> str:
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head><body>"
             f"<h1>{html.escape(report['task'])}: {len(report['rows'])} runs</h1><table><tr>{cells(head, 'th')}</tr>"
             f"{rows}</table><ul>{items}</ul><img alt='curves' src='data:image/png;base64,{image}'></body></html>\n")
+
+
+def sweep(train_args: list[str], methods: list[str], rates: list[float | None], folder: Path) -> dict[str, Any]:
+    """Run ``adapt train`` once per method (and learning rate) into ``folder``/<method>[-lr<rate>], each
+    in its own process, then compare the runs that finished and write compare.md / compare.html there.
+    A run that fails is reported and left out; the others are kept."""
+    import subprocess
+    import sys
+
+    finished, failed = [], []
+    for method in methods:
+        for rate in rates:
+            name = method if rate is None else f"{method}-lr{rate:g}"
+            command = [sys.executable, "-m", "adapt", "train", *train_args, "--method", method,
+                       "--output", str(folder / name), *(["--set", f"training.learning_rate={rate}"] if rate else [])]
+            print(f"adapt sweep: {name} ({len(finished) + len(failed) + 1} of {len(methods) * len(rates)})",
+                  file=sys.stderr, flush=True)
+            # the run's own output goes to the terminal's stderr; stdout stays for the sweep's result
+            if subprocess.run(command, stdout=subprocess.DEVNULL).returncode == 0:
+                finished.append(folder / name)
+            else:
+                failed.append(name)
+    if len(finished) < 2:
+        raise ConfigError(f"adapt sweep: {len(finished)} run(s) finished ({', '.join(failed)} failed: see their "
+                          f"train.log under {folder}); nothing to compare")
+    report = compare(finished)
+    report["notes"] += [f"{name} failed (see {folder / name / 'train.log'})" for name in failed]
+    (folder / "compare.md").write_text(markdown(report), encoding="utf-8")
+    (folder / "compare.html").write_text(page(report), encoding="utf-8")
+    return report
