@@ -190,3 +190,18 @@ def test_sweep_trains_each_method_and_writes_the_comparison(adapt_cli, bert64, t
     assert bad.returncode == 2 and "nosuch not installed" in bad.stderr and not (tmp_path / "runs").exists()
     grid = adapt_cli("sweep", "--methods", "lora", "--learning-rates", "1e-3,x", *common)
     assert grid.returncode == 2 and "--learning-rates" in grid.stderr
+
+
+@pytest.mark.parametrize("optim", ["galore_adamw", "apollo_adamw"])
+def test_projected_gradient_optimizers_fine_tune_in_full(optim: str, adapt_cli, bert64, text_data, tmp_path) -> None:
+    """GaLore / APOLLO (packages galore-torch / apollo-torch) through training.optim: a full fine-tune
+    whose validation loss falls; with an adapter method, one clear error before training."""
+    common = ["--task", "text_classification", "--model", bert64, "--train", text_data["train"],
+              "--validation", text_data["validation"], "--set", f"training.optim={optim}",
+              "--set", "training.num_train_epochs=3", "--set", "training.learning_rate=1e-3"]
+    result = adapt_cli("train", "--method", "full", "--output", "run", *common)
+    assert result.returncode == 0, result
+    losses = [r["eval_loss"] for r in read_metrics(tmp_path / "run") if "eval_loss" in r]
+    assert len(losses) >= 3 and losses[-1] < losses[0], losses
+    refused = adapt_cli("train", "--method", "lora", "--output", "lora", *common)
+    assert refused.returncode == 2 and "use it with method full" in refused.stderr and "Traceback" not in refused.stderr

@@ -22,6 +22,7 @@ class HFEngine(Engine):
 
     def check(self, run: Any) -> None:
         t, data = run.training, run.config.data
+        _check_projected_optimizer(run)
         if (t.evaluation_strategy == "steps" and t.save_strategy == "steps" and t.evaluation_steps_interval == 0
                 and (data.validation or data.validation_split)):
             check_save_steps(t.save_steps or t.eval_steps, t.eval_steps)
@@ -163,6 +164,28 @@ class SavePretrainedSaver(Saver):
         from transformers import AutoModel
 
         return AutoModel.from_pretrained(folder)
+
+
+def _check_projected_optimizer(run: Any) -> None:
+    """GaLore / APOLLO project the gradients of full weight matrices: they need method full and their package."""
+    import importlib.util
+
+    from adapt.config import PROJECTED_OPTIMIZERS
+
+    optim = run.training.optim
+    family = next((f for f in PROJECTED_OPTIMIZERS if optim.startswith(f)), None)
+    if family is None:
+        if run.training.optim_target_modules:
+            raise ConfigError(f"training.optim_target_modules: only the galore_* / apollo_* optimizers read it "
+                              f"(training.optim is {optim})")
+        return
+    if run.method.name != "full":
+        raise ConfigError(f"training.optim: {optim} projects the gradients of whole weight matrices, which method "
+                          f"{run.method.name} freezes; use it with method full (it is the memory-saving alternative "
+                          "to an adapter)")
+    package, module = PROJECTED_OPTIMIZERS[family]
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"training.optim: {optim} needs the package {package}: pip install {package}")
 
 
 @hookimpl

@@ -93,7 +93,12 @@ OPTIMIZERS: dict[str, Optimizer] = {
     "adamw_8bit": Optimizer("adamw_8bit", state=0.5), "paged_adamw_32bit": Optimizer("paged_adamw_32bit"),
     "paged_adamw_8bit": Optimizer("paged_adamw_8bit", state=0.5), "lion_32bit": Optimizer("lion_32bit"),
     "lion_8bit": Optimizer("lion_8bit", state=0.5),
+    # gradient low-rank projection of full weight matrices (packages galore-torch / apollo-torch): full fine-tuning
+    "galore_adamw": Optimizer("galore_adamw", state=0.5), "galore_adamw_8bit": Optimizer("galore_adamw_8bit", state=0.25),
+    "galore_adafactor": Optimizer("galore_adafactor", state=0.1), "apollo_adamw": Optimizer("apollo_adamw", state=0.1),
 }
+# optim -> (the package it needs, its import name)
+PROJECTED_OPTIMIZERS = {"galore": ("galore-torch", "galore_torch"), "apollo": ("apollo-torch", "apollo_torch")}
 # lr_scheduler_type -> the schedule it names (HF's name); warmup_* (Azure ML image components) are
 # the same schedules, warmed up over warmup_steps
 SCHEDULERS: dict[str, str] = {
@@ -145,6 +150,9 @@ class TrainingConfig(Section):
     auto_find_batch_size: bool = Field(False, description="On out-of-memory, halve the train batch size and retry until it fits.")
     optim: Literal[tuple(OPTIMIZERS)] = Field(  # type: ignore[valid-type]
         "adamw_torch_fused", description="Optimizer. adamw_hf / adamw (removed from transformers 5) run as adamw_torch.")
+    optim_target_modules: list[str] | None = Field(
+        None, description="galore_* / apollo_* optimizers: the Linear layers whose gradients they project, as name "
+                          "fragments or regexes (HF's optim_target_modules); None: every Linear layer.")
     extra_optim_args: str | None = Field(
         None, validation_alias=AliasChoices("extra_optim_args", "optim_args"),
         description="More optimizer arguments as 'key=value; key=value' (Azure ML style; HF's optim_args 'key=value,key=value' too), e.g. 'momentum=0.9; nesterov=True' for sgd.")

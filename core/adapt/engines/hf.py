@@ -83,6 +83,7 @@ def training_arguments(run: Run, n_train: int, has_eval: bool, **extra: Any) -> 
         per_device_eval_batch_size=t.per_device_eval_batch_size,
         auto_find_batch_size=t.auto_find_batch_size, optim=optim,
         optim_args=",".join(f"{k}={v}" for k, v in optim_args(t.extra_optim_args).items()) or None,
+        **({"optim_target_modules": t.optim_target_modules or r".*"} if t.optim.startswith(("galore", "apollo")) else {}),
         learning_rate=t.learning_rate,
         lr_scheduler_type=SCHEDULERS[t.lr_scheduler_type],
         warmup_steps=t.warmup_steps, weight_decay=t.weight_decay,
