@@ -26,7 +26,17 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from adapt import OPTIMIZERS, SCHEDULERS, ConfigError, Engine, HardwareError, Params, literal_optim_args, peak_memory
+from adapt import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    ConfigError,
+    Engine,
+    HardwareError,
+    Method,
+    Params,
+    literal_optim_args,
+    peak_memory,
+)
 from pydantic import Field
 
 log = logging.getLogger("adapt")
@@ -271,8 +281,11 @@ def _run_hook(run: Any, steps: dict[str, int], traceable: bool) -> Any:
             self.training = True
             optimizer = getattr(runner.optim_wrapper, "optimizer", None)
             self.memory = peak_memory(run, runner.model, optimizer, traceable=traceable)
-            if optimizer is not None:  # inside OptimWrapper.update_params: the gradients are still there
-                model = getattr(runner.model, "module", runner.model)
+            if type(run.method).after_optimizer_step is not Method.after_optimizer_step:  # the method uses it
+                if not hasattr(optimizer, "register_step_post_hook"):  # DeepSpeed's ZeRO optimizers
+                    raise ConfigError(f"method {run.method.name} acts after each optimizer step, which "
+                                      f"{type(optimizer).__name__} does not let it do; train it without deepspeed")
+                model = getattr(runner.model, "module", runner.model)  # inside update_params: gradients still there
                 optimizer.register_step_post_hook(lambda *_: run.method.after_optimizer_step(
                     model, run.method_params, runner.iter, steps["max"]))
             if run.is_main_process:
