@@ -30,8 +30,8 @@ def run_row(folder: Path) -> dict[str, Any]:
     metrics = _read_json(folder / "metrics.json")
     info = read_info(folder / "model") if (folder / "model").is_dir() else {}
     config = info.get("config") or {}
-    steps = [_read_json_line(line).get("step", 0) for line in (folder / "metrics.jsonl").read_text().splitlines()
-             if line.strip()] if (folder / "metrics.jsonl").is_file() else []
+    records = _records(folder / "metrics.jsonl")
+    steps = [r.get("step", 0) for r in records]
     runtime = (metrics.get("train") or {}).get("train_runtime")
     adapter = folder / "model" / ADAPTER_FILE
     if info.get("format") == "adapter" and adapter.is_file():
@@ -43,24 +43,26 @@ def run_row(folder: Path) -> dict[str, Any]:
             "trainable_percent": metrics.get("trainable_percent"),
             "s_per_step": runtime / max(steps) if runtime and steps and max(steps) else None,
             "peak_tensor_memory_mib": metrics.get("peak_tensor_memory_mib"), "adapter_mib": adapter_mib,
-            "adapter_note": adapter_note, "curves": _curves(folder / "metrics.jsonl")}
+            "adapter_note": adapter_note, "curves": _curves(records)}
 
 
-def _read_json_line(line: str) -> dict[str, Any]:
-    try:
-        return json.loads(line)
-    except ValueError:
-        return {}
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl (none if it is missing; unreadable lines skipped)."""
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
 
 
-def _curves(path: Path) -> dict[str, list[tuple[int, float]]]:
+def _curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
     series: dict[str, list[tuple[int, float]]] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            record = _read_json_line(line)
-            for key in ("loss", "eval_loss"):
-                if isinstance(record.get(key), (int, float)) and "step" in record:
-                    series.setdefault(key, []).append((record["step"], float(record[key])))
+    for record in records:
+        for key in ("loss", "eval_loss"):
+            if isinstance(record.get(key), (int, float)) and "step" in record:
+                series.setdefault(key, []).append((record["step"], float(record[key])))
     return series
 
 
@@ -103,22 +105,26 @@ def _cell(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
-def markdown(report: dict[str, Any]) -> str:
+def _table(report: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str]]:
+    """The report's column titles, rows of cells and notes: what markdown and the page both show."""
     metric = report["metric"]
     titles = ["run", "method", *([metric] if metric else []), *(t for t, _ in COLUMNS.values())]
-    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
-    for r in report["rows"]:
-        cells = [r["run"], str(r["method"]), *([_cell(r["test"].get(metric))] if metric else []),
-                 *(_cell(r[k]) for k in COLUMNS)]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
+    rows = [[r["run"], str(r["method"]), *([_cell(r["test"].get(metric))] if metric else []),
+             *(_cell(r[k]) for k in COLUMNS)] for r in report["rows"]]
     names = {metric: metric, **{k: t for k, (t, _) in COLUMNS.items()}}
-    lines += [f"- best {names[k]}: {run}" for k, run in report["best"].items()]
-    lines += [f"- note: {n}" for n in report["notes"]]
-    lines.append("- adapter MiB: the saved adapter of a run saved unmerged; of a merged run, its trainable tensors in fp32")
+    notes = [f"best {names[k]}: {run}" for k, run in report["best"].items()]
+    notes += [f"note: {n}" for n in report["notes"]]
+    notes.append("adapter MiB: the saved adapter of a run saved unmerged; of a merged run, its trainable tensors in fp32")
     if any(r["peak_tensor_memory_mib"] is None for r in report["rows"]):
-        lines.append("- peak tensors -: not measured (recorded on a GPU; on the CPU with training.skip_memory_metrics: false)")
-    return "\n".join(lines) + "\n"
+        notes.append("peak tensors -: not measured (recorded on a GPU; on the CPU with training.skip_memory_metrics: false)")
+    return titles, rows, notes
+
+
+def markdown(report: dict[str, Any]) -> str:
+    titles, rows, notes = _table(report)
+    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join([*lines, "", *(f"- {n}" for n in notes)]) + "\n"
 
 
 def page(report: dict[str, Any]) -> str:
@@ -144,19 +150,15 @@ def page(report: dict[str, Any]) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
-    table = markdown(report).split("\n\n")[0].splitlines()
-    head, body = table[0], table[2:]
-
-    def cells(line: str, tag: str) -> str:
-        return "".join(f"<{tag}>{html.escape(c.strip())}</{tag}>" for c in line.strip("|").split("|"))
-
-    items = "".join(f"<li>{html.escape(line[2:])}</li>" for line in markdown(report).split("\n\n")[1].splitlines())
-    rows = "".join(f"<tr>{cells(line, 'td')}</tr>" for line in body)
+    titles, cells, notes = _table(report)
+    head = "".join(f"<th>{html.escape(t)}</th>" for t in titles)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
+    items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     image = base64.b64encode(buffer.getvalue()).decode()
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>adapt compare: {html.escape(report['task'])}"
             "</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head><body>"
-            f"<h1>{html.escape(report['task'])}: {len(report['rows'])} runs</h1><table><tr>{cells(head, 'th')}</tr>"
+            f"<h1>{html.escape(report['task'])}: {len(report['rows'])} runs</h1><table><tr>{head}</tr>"
             f"{rows}</table><ul>{items}</ul><img alt='curves' src='data:image/png;base64,{image}'></body></html>\n")
 
 

@@ -454,10 +454,8 @@ class GenericPeftMethod(PeftMethod):
         return lora_targets(model, head, LINEAR_KINDS + CONV_KINDS, self.peft_type(params), self.name)
 
     def merge(self, model: Any, params: GenericParams) -> Any:
-        if not params.merge_weights:
-            return None
         try:
-            return unwrap_saved_modules(model.merge_and_unload())
+            return super().merge(model, params)
         except (AttributeError, NotImplementedError, ValueError) as exc:
             log.warning("merge_weights: peft cannot merge %s (%s); the adapter is saved unmerged", params.peft_type, exc)
             return None
