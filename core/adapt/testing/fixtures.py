@@ -1,4 +1,5 @@
-"""pytest fixtures for adapt and plugin authors: ``pytest_plugins = ["adapt.testing.fixtures"]``."""
+"""pytest fixtures for adapt and plugin authors: ``pytest_plugins = ["adapt.testing.fixtures"]``; it also
+registers the ``gpu`` marker (tests that skip without CUDA)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,23 @@ def adapt_cli(tmp_path: Path) -> Callable[..., testing.AdaptResult]:
         return testing.run_adapt(*args, **kwargs)  # type: ignore[arg-type]
 
     return run
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped without one (bench/gpu.sh runs them on a GPU)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:  # noqa: ARG001
+    """Tests marked ``gpu`` skip where CUDA is not available, so a suite without a GPU stays green."""
+    marked = [item for item in items if item.get_closest_marker("gpu")]
+    if not marked:
+        return
+    import os
+
+    import torch
+
+    if torch.cuda.is_available() or os.environ.get("ADAPT_RUN_GPU_TESTS") == "1":  # 1: a dry run on the CPU
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (bench/gpu.sh runs these on one)")
+    for item in marked:
+        item.add_marker(skip)

@@ -93,3 +93,27 @@ def class_folders(folder: Path, per_class: int, seed: int = 0, size: tuple[int, 
             ImageDraw.Draw(image).rectangle((x, y, x + w, y + h), fill=COLOURS[label])
             image.save(folder / label / f"{index}.png")
     return folder
+
+
+def image_splits(root: Path) -> dict[str, str]:
+    """Class folders for image classification: 16 train and 6 test images per class."""
+    return {"train": str(class_folders(root / "train", 16, seed=1)), "test": str(class_folders(root / "test", 6, seed=2))}
+
+
+def detection_splits(root: Path, config: str) -> dict[str, str]:
+    """Drawn COCO splits (16 train, 6 val images) and a 'pretrained' checkpoint of the detector
+    ``config`` (random weights, seeded, saved once): what the detection tests start from."""
+    import torch
+    from adapt_vision.detection import ObjectDetection
+    from mmengine.config import Config
+
+    data = {"train": str(coco_detection(root / "train", 16, seed=1)), "val": str(coco_detection(root / "val", 6, seed=2))}
+    task = ObjectDetection()
+    task.setup()
+    cfg = Config.fromfile(config)
+    task.shape_config(cfg, {"classes": ["red", "green", "blue"]})
+    torch.manual_seed(0)
+    model = task.build(cfg.model, config)
+    data["checkpoint"] = str(root / "pretrained.pth")
+    torch.save({"state_dict": model.state_dict(), "meta": {"note": "random weights for tests"}}, data["checkpoint"])
+    return data

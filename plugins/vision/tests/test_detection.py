@@ -29,22 +29,7 @@ def test_contract() -> None:
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Drawn COCO splits and a 'pretrained' checkpoint of the tiny detector (random, saved once)."""
-    import torch
-    from adapt_vision.detection import ObjectDetection
-    from mmengine.config import Config
-
-    root = tmp_path_factory.mktemp("coco")
-    data = {"train": str(draw.coco_detection(root / "train", 16, seed=1)),
-            "val": str(draw.coco_detection(root / "val", 6, seed=2))}
-    task = ObjectDetection()
-    task.setup()
-    cfg = Config.fromfile(TINY)
-    task.shape_config(cfg, {"classes": ["red", "green", "blue"]})
-    torch.manual_seed(0)
-    model = task.build(cfg.model, TINY)
-    data["checkpoint"] = str(root / "pretrained.pth")
-    torch.save({"state_dict": model.state_dict(), "meta": {"note": "random weights for tests"}}, data["checkpoint"])
-    return data
+    return draw.detection_splits(tmp_path_factory.mktemp("coco"), TINY)
 
 
 def _train(coco: dict[str, str], out: Path, method: str, *extra: str) -> None:
