@@ -205,3 +205,17 @@ def test_projected_gradient_optimizers_fine_tune_in_full(optim: str, adapt_cli, 
     assert len(losses) >= 3 and losses[-1] < losses[0], losses
     refused = adapt_cli("train", "--method", "lora", "--output", "lora", *common)
     assert refused.returncode == 2 and "use it with method full" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_qssf_in_8_bit_is_refused_on_the_cpu(adapt_cli, bert64, text_data, tmp_path) -> None:
+    """bitsandbytes quantizes 8-bit layers only on a CUDA GPU; on the CPU a checkpoint of them does
+    not reload (found when HF reloaded the best checkpoint): refused before training, not a traceback."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("refused on the CPU only (tests/test_gpu.py trains it on a GPU)")
+    result = adapt_cli("train", "--task", "text_classification", "--method", "qssf", "--model", bert64,
+                       "--train", text_data["train"], "--output", "run", "--set", "method_params.load_in_8bit=true")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result
+    assert "load_in_8bit" in result.stderr and "use load_in_4bit" in result.stderr
+    assert not (tmp_path / "run").exists()

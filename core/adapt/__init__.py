@@ -31,6 +31,7 @@ from adapt.errors import (
     first_line,
 )
 from adapt.hookspecs import hookimpl
+from adapt.logs import progress_bars
 from adapt.memory import peak_memory
 from adapt.models import parameter_report
 from adapt.models import read_info as model_info
@@ -43,5 +44,5 @@ __all__ = [
     "MODEL_KINDS", "OPTIMIZERS", "SCHEDULERS", "AdaptError", "Backend", "ConfigError", "DataError", "Engine", "FSDPOptions",
     "HardwareError", "LoadedModel", "Method", "ModelError", "NoParams", "Parallel", "Params", "PluginError", "Run", "RunInterrupted",
     "Saver", "StorageError", "Task", "__version__", "first_line", "hookimpl", "literal_optim_args", "model_info",
-    "optim_args", "parameter_report", "peak_memory", "read_table", "require_columns", "saved_run", "split_off",
+    "optim_args", "parameter_report", "peak_memory", "progress_bars", "read_table", "require_columns", "saved_run", "split_off",
 ]

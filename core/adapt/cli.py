@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +57,10 @@ TestOption = Annotated[str | None, typer.Option("--test", help="Test data (sets 
 OutputOption = Annotated[str | None, typer.Option("--output", "-o", help="Run folder (sets `output`).")]
 SaverOption = Annotated[list[str], typer.Option("--saver", help="Saver name (sets `savers`; repeatable).")]
 SetOption = Annotated[list[str], typer.Option("--set", help=SET_HELP)]
+JsonOption = Annotated[bool, typer.Option("--json", help="The result as JSON on stdout (what a pipe or a file gets "
+                                          "anyway; a terminal gets a short table).")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", help="Show the libraries' notices (transformers' loading "
+                                             "report, deprecation warnings) on the terminal too, not only in train.log.")]
 
 
 def _run_flags(**flags: Any) -> dict[str, Any]:
@@ -69,8 +74,13 @@ def _run_flags(**flags: Any) -> dict[str, Any]:
 def train(config: ConfigOption = None, task: TaskOption = None, method: MethodOption = None,
           backend: BackendOption = None, model: ModelOption = None, train_data: TrainOption = None,
           validation: ValidationOption = None, test: TestOption = None, output: OutputOption = None,
-          saver: SaverOption = [], set_: SetOption = []) -> None:  # noqa: B006 - typer reads the defaults
+          saver: SaverOption = [], set_: SetOption = [],  # noqa: B006 - typer reads the defaults
+          verbose: VerboseOption = False, as_json: JsonOption = False) -> None:
     """Fine-tune a model: config file, flags and --set overrides, in that order of precedence."""
+    if verbose:
+        from adapt.logs import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"  # this process and the workers a backend starts
     flags = _run_flags(task=task, method=method, backend=backend, model=model, train_data=train_data,
                        validation=validation, test=test, output=output, saver=saver)
     cfg, source = _build_config(config, flags, set_)
@@ -83,7 +93,30 @@ def train(config: ConfigOption = None, task: TaskOption = None, method: MethodOp
     if run.launched:  # a distributed worker: the launching command prints the result
         return
     summary = {k: metrics[k] for k in ("test", "validation") if k in metrics}
-    typer.echo(json.dumps({"output": str(run.output_dir), **summary}, indent=2, default=str))
+    if as_json or not sys.stdout.isatty():
+        typer.echo(json.dumps({"output": str(run.output_dir), **summary}, indent=2, default=str))
+    else:
+        typer.echo(_run_summary(run, summary))
+
+
+def _run_summary(run: Any, summary: dict[str, Any]) -> str:
+    """The end of a run on a terminal: its metrics per split, where the model and the savers' files
+    are, and the commands that use them."""
+    names = [*run.task.metrics[:4], "loss"]
+    rows = [(split, name, value) for split, prefix in (("validation", "eval_"), ("test", "test_"))
+            for name in names if isinstance(value := (summary.get(split) or {}).get(prefix + name), (int, float))]
+    lines = [f"{'split':<12}{'metric':<30}value", *(f"{s:<12}{n:<30}{v:.4f}" for s, n, v in rows)] if rows else \
+        ["no validation or test data: see metrics.jsonl for the training losses"]
+    model = run.path("model")
+    info = model / "adapt.json"
+    fmt = json.loads(info.read_text())["format"] if info.is_file() else "?"
+    lines += ["", f"model     {model} ({'merged' if fmt == 'native' else fmt})"]
+    lines += [f"saved     {run.path('saved') / saver.name} ({saver.name})" for saver in run.savers]
+    out = run.output_dir
+    lines += [f"evaluate  adapt evaluate {out} --data FILE", f"predict   adapt predict {out} --data FILE"]
+    if any(saver.name == "mlflow" for saver in run.savers):
+        lines.append(f"serve     mlflow models serve -m {run.path('saved') / 'mlflow'} --env-manager local")
+    return "\n".join(lines)
 
 
 @app.command()

@@ -266,6 +266,9 @@ class ModelConfig(Section):
     path: str | None = Field(None, description="A local folder, a hub id, or a model name the task knows.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when path is a hub id.")
     trust_remote_code: bool = Field(False, description="Allow model code shipped with the checkpoint to run (off: only library code runs).")
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"] | None = Field(
+        None, description="Attention kernels of a transformers model (None: transformers' choice, sdpa where the model has it; "
+        "flash_attention_2 / _3 need a CUDA GPU and the flash-attn package). Refused for timm and OpenMMLab models.")
 
     @model_validator(mode="before")
     @classmethod

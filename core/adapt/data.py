@@ -87,11 +87,15 @@ def read_table(path: str | Path, split: str = "data") -> datasets.Dataset:
         builder, files = FORMATS[suffix], [str(path)]
         options = {"sep": "\t"} if suffix == ".tsv" else {}
     datasets.disable_progress_bars()
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its "Failed to load JSON": adapt says what failed
     try:
         table = datasets.load_dataset(builder, data_files=files, split="train", **options)
     except Exception as exc:  # datasets raises many kinds; all mean "cannot read this file"
         detail = _find_bad_json_line(Path(files[0])) if builder == "json" else str(exc).splitlines()[0]
         raise DataError(f"{split} data {path} could not be read: {detail}") from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
     if len(table) == 0:
         raise DataError(f"{split} data {path} holds no rows")
     return table

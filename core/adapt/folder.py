@@ -39,7 +39,8 @@ def check_output(out: Path, training: Any) -> None:
 
 
 def holds_files(out: Path) -> bool:
-    return out.exists() and any(out.iterdir())
+    """Whether ``out`` holds something already (a file where the folder should be counts)."""
+    return out.exists() and (not out.is_dir() or any(out.iterdir()))
 
 
 def has_checkpoint(out: Path) -> bool:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("adapt")
 INFO_FILE = "adapt.json"
 ADAPTER_FILE = "adapter.safetensors"
-CORE_MODEL_KEYS = ("path", "revision", "trust_remote_code")
+CORE_MODEL_KEYS = ("path", "revision", "trust_remote_code", "attn_implementation")
 
 
 def pack_references(config: Any) -> dict[str, Any]:
@@ -77,10 +77,16 @@ def parameter_report(model: Any) -> dict[str, Any]:
             "trainable_percent": round(100.0 * trainable / max(total, 1), 4)}
 
 
+def model_load_options(run: Run) -> dict[str, Any]:
+    """The model section's options for a transformers ``from_pretrained`` (attention kernels)."""
+    m = run.config.model
+    return {"attn_implementation": m.attn_implementation} if m.attn_implementation else {}
+
+
 def load_adapted(run: Run, source: str, meta: dict[str, Any]) -> LoadedModel:
     """The model as a run trains it: loaded by the task with the method's load options (e.g.
     quantization), then adapted by the method around the task's head."""
-    run.load_options = run.method.load_options(run.method_params)
+    run.load_options = {**model_load_options(run), **run.method.load_options(run.method_params)}
     loaded = run.task.load_model(run, source, meta)
     run.head_modules = run.task.head_modules(loaded.model)
     loaded.model = run.method.apply(loaded.model, run.method_params, run)
@@ -158,7 +164,7 @@ def load_saved(run: Run, model_dir: str | Path) -> LoadedModel:
     info = read_info(model_dir)
     meta = info.get("meta") or {}
     if info["format"] == "native":
-        run.load_options = {}
+        run.load_options = model_load_options(run)
         return run.task.load_model(run, str(model_dir), meta)
     base = info["base_model"]
     if base and not Path(base).is_absolute() and (Path(model_dir) / base).is_dir():

@@ -35,7 +35,8 @@ class Run:
     """Everything a run needs, resolved: plugin objects, their validated params, the folder.
 
     ``rank`` / ``world_size`` are this worker's place among the backend's processes;
-    ``head_modules`` (the task's head) and ``load_options`` (the method's) are set when the model
+    ``head_modules`` (the task's head) and ``load_options`` (the model section's and the method's
+    options for a transformers from_pretrained) are set when the model
     loads; ``stop_requested`` names the signal that asked the run to stop; ``defaults`` names the
     training fields adapt chose (the user set none) and why.
     """
@@ -215,6 +216,19 @@ class Run:
         log.info("effective batch size: %d per device x %d process(es) x %d accumulation = %d", batch,
                  self.world_size, t.gradient_accumulation_steps, batch * self.world_size * t.gradient_accumulation_steps)
         return loaded, params
+
+    def device_line(self, device: Any, precision: str) -> str:
+        """Where and how training computes, logged and kept in metrics.json as ``device``:
+        "cuda:0 (NVIDIA H200), bf16, 2 process(es) over nccl"."""
+        import torch
+
+        device = torch.device(device)
+        line = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+        line += f", {precision}"
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            line += f", {torch.distributed.get_world_size()} process(es) over {torch.distributed.get_backend()}"
+        log.info("training on %s", line)
+        return line
 
     def load_saved(self, model_dir: str | Path) -> LoadedModel:
         """The model a training run saved in ``model_dir`` (its ``model/`` folder), reloaded."""

@@ -22,12 +22,13 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
-from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from adapt.api import Parallel
 from adapt.config import OPTIMIZERS, SCHEDULERS, TrainingConfig, optim_args
 from adapt.engines import check_save_steps
 from adapt.errors import ConfigError, StorageError
+from adapt.logs import progress_bars
 from adapt.memory import peak_memory
 from adapt.run import Run
 
@@ -100,7 +101,7 @@ def training_arguments(run: Run, n_train: int, has_eval: bool, **extra: Any) -> 
         greater_is_better=metric not in run.task.lower_is_better,
         gradient_checkpointing=t.gradient_checkpointing,
         label_smoothing_factor=t.label_smoothing_factor,
-        label_names=list(run.task.label_names), report_to="none", disable_tqdm=False,
+        label_names=list(run.task.label_names), report_to="none", disable_tqdm=not progress_bars(),
         # On by default in transformers 5, it multiplies each process's loss by the number of
         # processes, expecting models that divide by the global token count; most (classifiers...)
         # do not, and under any multi-process backend their losses and gradients would be doubled.
@@ -146,8 +147,11 @@ class ProgressBar(ProgressCallback):
 
 
 def _progress(trainer: Trainer) -> Trainer:
+    """Progress bars on a terminal; elsewhere none, and no printing of logs (adapt logs each one)."""
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(ProgressBar)
+    trainer.remove_callback(PrinterCallback)
+    if not trainer.args.disable_tqdm:
+        trainer.add_callback(ProgressBar)
     return trainer
 
 
@@ -270,6 +274,7 @@ def _train(run: Run) -> dict[str, Any]:
     if t.apply_early_stopping:
         callbacks.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
     trainer = _trainer(run, loaded, args, train_dataset=train_ds, eval_dataset=eval_ds, callbacks=callbacks)
+    device = run.device_line(args.device, "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32")
 
     resume = _resume_path(run)
     try:
@@ -281,7 +286,8 @@ def _train(run: Run) -> dict[str, Any]:
         raise
     run.raise_if_stopped()
 
-    metrics: dict[str, Any] = {"train": output.metrics, **params, "train_batch_size": trainer._train_batch_size}
+    metrics: dict[str, Any] = {"train": output.metrics, **params, "train_batch_size": trainer._train_batch_size,
+                               "device": device}
     if recorder.memory is not None and recorder.memory.mib:
         metrics["peak_tensor_memory_mib"] = recorder.memory.mib
     if t.auto_find_batch_size and trainer._train_batch_size != t.per_device_train_batch_size:

@@ -37,7 +37,14 @@ class LaunchParams(Params):
     rdzv_id: str = Field("adapt", description="Job id shared by every node of one c10d rendezvous.")
     dist_backend: str | None = Field(None, pattern="^(nccl|gloo)$", description="Communication backend (None: nccl on GPUs, gloo on CPU).")
     shutdown_timeout: int = Field(120, ge=1, description="Seconds the workers get, after a stop signal (SIGTERM, Ctrl-C), to save "
-                                  "their checkpoint before torchrun kills them (torchrun's --shutdown-timeout; its own default is 30).")
+                                  "their checkpoint before torchrun kills them (torchrun's --shutdown-timeout, torch >= 2.12; its own default, and "
+                                  "before 2.12 its fixed time, is 30).")
+
+
+def _torchrun_has(option: str) -> bool:
+    from torch.distributed.run import get_args_parser
+
+    return any(option in action.option_strings for action in get_args_parser()._actions)
 
 
 def torchrun_args(p: LaunchParams, config_path: str) -> list[str]:
@@ -45,7 +52,12 @@ def torchrun_args(p: LaunchParams, config_path: str) -> list[str]:
 
     port = p.master_port or (get_free_port() if p.num_nodes == 1 else 29500)
     args = ["--nproc_per_node", str(p.nproc_per_node), "--nnodes", str(p.num_nodes), "--max_restarts", "0",
-            "--rdzv_backend", p.rdzv_backend, "--shutdown-timeout", str(p.shutdown_timeout)]
+            "--rdzv_backend", p.rdzv_backend]
+    if _torchrun_has("--shutdown-timeout"):  # torch >= 2.12; before, workers get torchrun's fixed 30 s
+        args += ["--shutdown-timeout", str(p.shutdown_timeout)]
+    elif p.shutdown_timeout != LaunchParams.model_fields["shutdown_timeout"].default:
+        log.warning("backend_params.shutdown_timeout: this torch's torchrun has no --shutdown-timeout (torch 2.12 "
+                    "added it); workers get its fixed 30 s to save after a stop signal")
     if p.rdzv_backend == "static":
         if p.node_rank >= p.num_nodes:
             raise ConfigError(f"backend_params.node_rank: {p.node_rank} is not below num_nodes ({p.num_nodes})")

@@ -83,6 +83,8 @@ class MlflowSaver(Saver):
 
         from adapt_mlflow.pyfunc import AdaptPyfuncModel
 
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (validating the input example...)
+
         target = Path(folder)
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)

@@ -31,6 +31,8 @@ def _client(uri: str) -> Any:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     from mlflow.tracking import MlflowClient
 
+    # mlflow's INFO lines (creating / migrating the sqlite store's tables) are not the user's business
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri)
 
 

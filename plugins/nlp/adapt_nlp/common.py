@@ -3,10 +3,13 @@ errors, batched generation, and saving."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from adapt import DataError, LoadedModel, ModelError, Task, first_line, read_table, require_columns
 from pydantic import AfterValidator
+
+log = logging.getLogger("adapt")
 
 # Tokenizers that must be told a word-split input starts a new word (byte-level BPE).
 PREFIX_SPACE_FAMILIES = {"gpt2", "roberta", "longformer", "bart", "mvp", "deberta"}
@@ -74,11 +77,22 @@ class TextTask(Task):
         m = run.config.model
         cls = getattr(transformers, self.auto_model)
         try:
-            return cls.from_pretrained(source, revision=m.revision, trust_remote_code=m.trust_remote_code,
-                                       **kwargs, **run.load_options)
+            model, info = cls.from_pretrained(source, revision=m.revision, trust_remote_code=m.trust_remote_code,
+                                              output_loading_info=True, **{**run.load_options, **kwargs})
+        except ImportError as exc:  # an attention implementation whose package is missing
+            raise ModelError(f"model.attn_implementation {m.attn_implementation}: {first_line(exc)} (flash attention "
+                             "needs a CUDA GPU and the flash-attn package; sdpa and eager run everywhere)") from None
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"model {source} could not be loaded for {self.name.replace('_', ' ')}: "
                              f"{first_line(exc)}") from None
+        # transformers' loading report goes to train.log; the one line of it that is the user's business
+        for kind, what in (("missing_keys", "newly initialised (not in the checkpoint)"),
+                           ("mismatched_keys", "re-initialised (another shape in the checkpoint)")):
+            names = sorted(k if isinstance(k, str) else k[0] for k in info.get(kind) or [])
+            if names:
+                shown = ", ".join(names[:6]) + (f" ... ({len(names)} in all)" if len(names) > 6 else "")
+                log.info("%s %s: %s", type(model).__name__, what, shown)
+        return model
 
     def max_tokens(self, loaded: LoadedModel, configured: int) -> int:
         """``configured`` when positive, else the model's limit: the tokenizer's, or the model's

@@ -131,7 +131,8 @@ class TextGeneration(TextTask):
             import torch
 
             if not torch.cuda.is_available() or importlib.util.find_spec("flash_attn") is None:
-                raise ModelError("task_params.flash_attention2 needs a CUDA GPU and the flash-attn package")
+                raise ModelError("task_params.flash_attention2 needs a CUDA GPU and the flash-attn package "
+                                 "(model.attn_implementation sdpa is the kernel without it)")
             extra["attn_implementation"] = "flash_attention_2"
         tokenizer = self.load_tokenizer(run, source)
         model = self.load_pretrained(run, source, **extra)

@@ -74,6 +74,7 @@ def test_unreadable_and_missing_files(adapt_cli, tiny_bert_dir, text_data, tmp_p
     broken.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": \n')
     result = _train(adapt_cli, tiny_bert_dir, str(broken), text_data["validation"])
     assert result.returncode == 2 and "line 2 is not valid JSON" in result.stderr, result
+    assert "Failed to load JSON" not in result.stderr  # datasets' own line: only adapt's message shows
     result = _train(adapt_cli, tiny_bert_dir, str(tmp_path / "nowhere.jsonl"), text_data["validation"])
     assert result.returncode == 2 and "nowhere.jsonl does not exist" in result.stderr, result
     result = _train(adapt_cli, str(tmp_path), text_data["train"], text_data["validation"])
@@ -121,3 +122,31 @@ def test_row_limits_and_validation_split(tmp_path: Path) -> None:
     tables = task.read_splits(run, {"train": rows})
     assert len(tables["train"][0]) == 30 and len(tables["validation"][0]) == 4  # 40 / 10 split, then limited
     assert not set(tables["train"][0]["id"]) & set(tables["validation"][0]["id"])  # carved off, not copied
+
+
+@pytest.mark.slow
+def test_attention_implementations_agree_and_flash_attention_is_explained(adapt_cli, tiny_bert_dir, text_data,
+                                                                          tmp_path) -> None:
+    """model.attn_implementation reaches transformers: eager and sdpa compute the same model (same
+    test loss after the same steps); flash attention, without its package, is one clear error."""
+    common = ("train", "--task", "text_classification", "--method", "lora", "--model", tiny_bert_dir,
+              "--train", text_data["train"], "--test", text_data["test"], "--set", "training.max_steps=3",
+              "--set", "tracking.enabled=false", "--set", "save_as_mlflow_model=false")
+    losses = {}
+    for impl in ("eager", "sdpa"):
+        result = adapt_cli(*common, "--output", impl, "--set", f"model.attn_implementation={impl}")
+        assert result.returncode == 0, result
+        metrics = json.loads((tmp_path / impl / "metrics.json").read_text())
+        losses[impl] = metrics["test"]["test_loss"]
+        assert metrics["device"] == "cpu, fp32"
+        assert json.loads((tmp_path / impl / "model" / "adapt.json").read_text())["config"]["model"]["attn_implementation"] == impl
+    assert losses["eager"] == pytest.approx(losses["sdpa"], abs=1e-5), losses
+    import importlib.util
+
+    if importlib.util.find_spec("flash_attn") is None:
+        result = adapt_cli(*common, "--output", "flash", "--set", "model.attn_implementation=flash_attention_2")
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result
+        assert "model.attn_implementation flash_attention_2:" in result.stderr and "flash-attn package" in result.stderr
+        assert not (tmp_path / "flash").exists()
+    result = adapt_cli(*common, "--output", "bad", "--set", "model.attn_implementation=fastest")
+    assert result.returncode == 2 and "attn_implementation" in result.stderr and "sdpa" in result.stderr, result

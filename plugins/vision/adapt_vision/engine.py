@@ -36,6 +36,7 @@ from adapt import (
     Params,
     literal_optim_args,
     peak_memory,
+    progress_bars,
 )
 from pydantic import Field
 
@@ -274,11 +275,13 @@ def _run_hook(run: Any, steps: dict[str, int], traceable: bool) -> Any:
             self.bar: Any = None
             self.losses: list[float] = []  # every iteration's, for train_loss (the run's mean, as HF's)
             self.training = False
+            self.device: str | None = None
             self.rng_before_val: dict[str, Any] | None = None
             self.memory: Any = None
 
         def before_train(self, runner: Any) -> None:
             self.training = True
+            self.device = run.device_line(next(runner.model.parameters()).device, "amp" if _precision(run) else "fp32")
             optimizer = getattr(runner.optim_wrapper, "optimizer", None)
             self.memory = peak_memory(run, runner.model, optimizer, traceable=traceable)
             if type(run.method).after_optimizer_step is not Method.after_optimizer_step:  # the method uses it
@@ -288,7 +291,7 @@ def _run_hook(run: Any, steps: dict[str, int], traceable: bool) -> Any:
                 model = getattr(runner.model, "module", runner.model)  # inside update_params: gradients still there
                 optimizer.register_step_post_hook(lambda *_: run.method.after_optimizer_step(
                     model, run.method_params, runner.iter, steps["max"]))
-            if run.is_main_process:
+            if run.is_main_process and progress_bars():
                 self.bar = tqdm(total=steps["max"], initial=runner.iter, desc="train", unit="it", file=sys.stderr)
             if runner.iter:  # resumed: random state as it was after that iteration, see _RandomState
                 _RandomState(runner).restore_before_next_batch(runner)
@@ -574,7 +577,7 @@ def train(run: Any) -> dict[str, Any]:
     metrics: dict[str, Any] = {"train": {"train_loss": train_loss, "train_runtime": round(time.time() - started, 3),
                                          "train_iterations": steps["max"]}, **params,
                                **({"peak_tensor_memory_mib": hook.memory.mib} if hook.memory and hook.memory.mib else {}),
-                               "train_batch_size": t.per_device_train_batch_size}
+                               "train_batch_size": t.per_device_train_batch_size, "device": hook.device}
     best = runner.message_hub.get_info("best_ckpt")
     if best:
         from mmengine.dist import barrier

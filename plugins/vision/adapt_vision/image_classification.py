@@ -12,7 +12,7 @@ from typing import Any
 from adapt import DataError, LoadedModel, ModelError, Params, Task, first_line, read_table, require_columns
 from pydantic import Field
 
-from adapt_vision.images import IMAGE_SUFFIXES, check_readable
+from adapt_vision.images import IMAGE_SUFFIXES, check_readable, refuse_attn_implementation
 from adapt_vision.timm_backbone import close_names, load_by_name_or_layout
 
 log = logging.getLogger("adapt")
@@ -149,6 +149,8 @@ class ImageClassification(Task):
     def _load_timm(self, run: Any, source: str, meta: dict[str, Any]) -> LoadedModel:
         import timm
 
+        refuse_attn_implementation(run, "timm")
+
         p, n = run.task_params, len(meta["labels"])
         folder = Path(source)
         saved = folder / TIMM_FILE
@@ -195,6 +197,9 @@ class ImageClassification(Task):
                 id2label=dict(enumerate(labels)), label2id={x: i for i, x in enumerate(labels)},
                 problem_type=f"{meta['problem_type']}_classification",
                 ignore_mismatched_sizes=run.training.ignore_mismatched_sizes, **run.load_options)
+        except ImportError as exc:  # an attention implementation whose package is missing
+            raise ModelError(f"model.attn_implementation {m.attn_implementation}: {first_line(exc)} (flash attention "
+                             "needs a CUDA GPU and the flash-attn package; sdpa and eager run everywhere)") from None
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"model {source} could not be loaded for image classification: {first_line(exc)}") from None
         size = getattr(processor, "size", None) or {}  # a dict, or transformers 5's SizeDict

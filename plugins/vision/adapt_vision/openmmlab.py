@@ -16,7 +16,7 @@ from adapt import DataError, LoadedModel, ModelError, PluginError, Task, first_l
 from pydantic import Field
 
 from adapt_vision.engine import MMEngineParams
-from adapt_vision.images import IMAGE_SUFFIXES, check_readable
+from adapt_vision.images import IMAGE_SUFFIXES, check_readable, refuse_attn_implementation
 
 log = logging.getLogger("adapt")
 CONFIG_FILE = "config.py"
@@ -126,6 +126,7 @@ class OpenMMLabTask(Task):
     def load_model(self, run: Any, source: str, meta: dict[str, Any]) -> LoadedModel:
         from mmengine.config import Config, ConfigDict
 
+        refuse_attn_implementation(run, "OpenMMLab")
         self.setup()
         path = self.config_path(source)
         saved = path.parent / WEIGHTS_FILE if path.name == CONFIG_FILE else None

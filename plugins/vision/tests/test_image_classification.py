@@ -26,9 +26,7 @@ def test_contract() -> None:
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("images")
-    return {"train": str(draw.class_folders(root / "train", 16, seed=1)),
-            "test": str(draw.class_folders(root / "test", 6, seed=2))}
+    return draw.image_splits(tmp_path_factory.mktemp("images"))
 
 
 def test_timm_name_trains_reloads_and_predicts(folders: dict[str, str], tmp_path: Path) -> None:
@@ -220,3 +218,11 @@ def test_peft_families_on_timm_models(method: str, model_name: str) -> None:
     assert any(head[0] + "." in n for n in report["trainable"])
     assert len(report["trainable"]) > 2  # more than the head's weight and bias
     assert report["merge_difference"] is not None and report["merge_difference"] <= 1e-4
+
+
+def test_attention_implementation_is_refused_for_timm_models(folders: dict[str, str], tmp_path: Path) -> None:
+    result = run_adapt("train", "--task", "image_classification", "--model", "resnet10t", "--train", folders["train"],
+                       "--output", str(tmp_path / "run"), "--set", "task_params.pretrained=false",
+                       "--set", "model.attn_implementation=sdpa", *COMMON)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result
+    assert "model.attn_implementation sdpa: applies to transformers models only" in result.stderr
