@@ -63,6 +63,14 @@ def test_full_fine_tune_learns_and_writes_the_run_folder(adapt_cli, tiny_bert_di
                  "model/adapt.json", "model/config.json", "saved/safetensors/model.safetensors"):
         assert (run / name).is_file(), name
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from adapt.report import read_curves
+
+    # the curve of validation losses ends at the last evaluation during training; the re-evaluation of the
+    # best checkpoint after it, and the test split, are points of their own (not the end of the line)
+    during, after = read_curves(run / "metrics.jsonl")
+    assert len(during["eval_loss"]) == 6 and len(after["eval_loss"]) == 1 and "test_loss" not in during
+    assert any(abs(v - after["eval_loss"][0][1]) < 1e-4 for _, v in during["eval_loss"]), (during, after)
+    assert "train_loss" not in during and "train_loss" not in after  # the run's mean is no point of a curve
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
     records = read_metrics(run)
     losses = [r["loss"] for r in records if "loss" in r]

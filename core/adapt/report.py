@@ -6,36 +6,60 @@ import json
 from pathlib import Path
 
 
-def plot_curves(metrics_jsonl: Path, png: Path) -> bool:
-    """Plot every numeric series of metrics.jsonl; return False when there is nothing to plot."""
-    if not metrics_jsonl.is_file():
-        return False
+def read_curves(metrics_jsonl: Path) -> tuple[dict[str, list[tuple[int, float]]], dict[str, list[tuple[int, float]]]]:
+    """Each numeric series of metrics.jsonl as (step, value) points: those logged during training,
+    and those of the evaluations after it (the best checkpoint, the test split), which come after
+    the training summary record (the one with train_runtime, whose train_loss is the run's mean)."""
     series: dict[str, list[tuple[int, float]]] = {}
+    final: dict[str, list[tuple[int, float]]] = {}
+    after_training = False
     for line in metrics_jsonl.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
+        if "train_runtime" in record:
+            after_training = True
+            continue
         for key, value in record.items():
             if key in ("step", "epoch") or not isinstance(value, (int, float)) or key.endswith(
                     ("runtime", "per_second", "_flos", "learning_rate", "grad_norm")):
                 continue
-            series.setdefault(key, []).append((record["step"], float(value)))
-    if not series:
+            (final if after_training else series).setdefault(key, []).append((record["step"], float(value)))
+    return series, final
+
+
+def plot_curves(metrics_jsonl: Path, png: Path) -> bool:
+    """Plot the curves of metrics.jsonl (losses on one axis, metrics on another; the evaluations
+    after training as points, not as the end of a line); False when there is nothing to plot."""
+    if not metrics_jsonl.is_file():
+        return False
+    series, final = read_curves(metrics_jsonl)
+    if not series and not final:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    losses = {k: v for k, v in series.items() if k.endswith("loss")}
-    others = {k: v for k, v in series.items() if k not in losses}
-    fig, axes = plt.subplots(1, 2 if others else 1, figsize=(11 if others else 6, 4), squeeze=False)
+    names = set(series) | set(final)
+    losses = sorted(k for k in names if k.endswith("loss"))
+    others = sorted(k for k in names if k not in losses)
+    fig, axes = plt.subplots(1, 2 if others else 1, figsize=(14 if others else 7, 4.5), squeeze=False)
     for ax, group, title in zip(axes[0], (losses, others), ("loss", "metrics"), strict=False):
-        for key, points in sorted(group.items()):
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=key)
+        for key in group:
+            if key in series:
+                points = series[key]
+                line, = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=key)
+                color = line.get_color()
+            else:
+                color = None
+            if key in final:
+                points = final[key]
+                ax.plot([p[0] for p in points], [p[1] for p in points], linestyle="none", marker="*", markersize=11,
+                        color=color, label=None if color else key)
         ax.set_xlabel("step")
-        ax.set_title(title)
+        ax.set_title(title + (" (\u2605 after training: the best model, the test split)" if final else ""), fontsize=10)
         ax.grid(alpha=0.3)
         if group:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
