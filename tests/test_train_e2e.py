@@ -71,6 +71,7 @@ def test_full_fine_tune_learns_and_writes_the_run_folder(adapt_cli, tiny_bert_di
     assert len(during["eval_loss"]) == 6 and len(after["eval_loss"]) == 1 and "test_loss" not in during
     assert any(abs(v - after["eval_loss"][0][1]) < 1e-4 for _, v in during["eval_loss"]), (during, after)
     assert "train_loss" not in during and "train_loss" not in after  # the run's mean is no point of a curve
+    assert (run / "pictures" / "test_confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
     records = read_metrics(run)
     losses = [r["loss"] for r in records if "loss" in r]
@@ -254,3 +255,13 @@ def test_signal_saves_a_checkpoint_and_the_run_resumes(signame: str, tiny_bert_d
     assert f"resuming from run/checkpoints/checkpoint-{saved[-1]}" in resumed.stderr
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "finished"
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]["epoch"] == 12
+
+
+def test_the_confusion_matrix_counts_every_row_once() -> None:
+    from adapt import confusion_matrix_figure
+
+    truth, predicted = [0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2]
+    fig = confusion_matrix_figure(truth, predicted, ["a", "b", "c"])
+    counts = [[int(t.get_text()) for t in fig.axes[0].texts][i:i + 3] for i in (0, 3, 6)]
+    assert counts == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]  # rows: true class, columns: predicted
+    assert "6 rows, accuracy 0.667" in fig.axes[0].get_title()

@@ -128,6 +128,12 @@ class Task(_Named):
         """A function from the engine's predictions to ``{metric: value}``."""
         return None
 
+    def figures(self, run: Run, loaded: LoadedModel, predictions: Any) -> dict[str, Any]:
+        """Pictures of a split's predictions (``predictions``: what :meth:`compute_metrics`'s
+        function received), as ``{name: matplotlib Figure}``; the engine writes them to the run
+        folder's ``pictures/<split>_<name>.png``. None by default."""
+        return {}
+
     def predict(self, run: Run, loaded: LoadedModel, path: str) -> list[dict[str, Any]]:
         """Predictions, one JSON-able dict per input row of the data file at ``path``."""
         raise NotImplementedError

@@ -1,9 +1,11 @@
-"""The run's curves: training loss, validation loss and metrics against the step, as a PNG."""
+"""The run's pictures: its curves (training loss, validation loss and metrics against the step), and the
+tasks' pictures of predictions (a confusion matrix for classification)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 
 def read_curves(metrics_jsonl: Path) -> tuple[dict[str, list[tuple[int, float]]], dict[str, list[tuple[int, float]]]]:
@@ -64,3 +66,36 @@ def plot_curves(metrics_jsonl: Path, png: Path) -> bool:
     fig.savefig(png, dpi=100)
     plt.close(fig)
     return True
+
+
+def confusion_matrix_figure(truth: Any, predicted: Any, labels: list[str], title: str = "confusion matrix") -> Any:
+    """A confusion matrix of class indices as a matplotlib Figure (rows: true class, columns:
+    predicted; counts), for the classification tasks' pictures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
+
+    matrix = confusion_matrix(truth, predicted, labels=list(range(len(labels))))
+    side = min(4 + 0.45 * len(labels), 16)
+    fig, ax = plt.subplots(figsize=(side, side))
+    ConfusionMatrixDisplay(matrix, display_labels=labels).plot(ax=ax, colorbar=False, cmap="Blues",
+                                                                xticks_rotation=45 if len(labels) > 4 else "horizontal")
+    ax.set_title(f"{title} ({int(matrix.sum())} rows, accuracy {matrix.trace() / max(matrix.sum(), 1):.3f})")
+    fig.tight_layout()
+    return fig
+
+
+def save_figures(folder: Path, split: str, figures: dict[str, Any]) -> list[Path]:
+    """Write each figure as ``folder/<split>_<name>.png`` and close it."""
+    import matplotlib.pyplot as plt
+
+    written = []
+    for name, fig in figures.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{split}_{name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -30,6 +30,7 @@ from adapt.engines import check_save_steps
 from adapt.errors import ConfigError, StorageError
 from adapt.logs import progress_bars
 from adapt.memory import peak_memory
+from adapt.report import save_figures
 from adapt.run import Run
 
 log = logging.getLogger("adapt")
@@ -300,6 +301,7 @@ def _train(run: Run) -> dict[str, Any]:
         metrics["validation"] = trainer.evaluate(eval_ds)
     if test_ds is not None:  # before saving: merging changes rank 0's model, and workers must stay alike
         metrics["test"] = trainer.evaluate(test_ds, metric_key_prefix="test")
+        _pictures(run, loaded, trainer, "test")
     return run.finish(loaded, trainer.model, metrics)
 
 
@@ -366,11 +368,34 @@ def _trainer(run: Run, loaded: Any, args: TrainingArguments, **kwargs: Any) -> T
     """The Trainer (Seq2SeqTrainer for generating tasks) for a task's model and data."""
     task = run.task
     cls = _Seq2SeqTrainer if isinstance(args, Seq2SeqTrainingArguments) else _Trainer
+    metrics_of = task.compute_metrics(run, loaded)
+    seen: dict[str, Any] = {}
+
+    def compute(prediction: Any) -> dict[str, float]:
+        seen["last"] = prediction  # the last evaluation's predictions, for the task's pictures
+        return metrics_of(prediction)
+
     trainer = cls(model=loaded.model, args=args, data_collator=task.data_collator(run, loaded),
-                  processing_class=loaded.processor, compute_metrics=task.compute_metrics(run, loaded),
+                  processing_class=loaded.processor, compute_metrics=compute if metrics_of else None,
                   preprocess_logits_for_metrics=task.preprocess_logits(run, loaded), **kwargs)
     trainer.multipliers = run.method.learning_rate_multipliers(run.method_params)
+    trainer.last_prediction = lambda: seen.get("last")
     return _progress(trainer)
+
+
+def _pictures(run: Run, loaded: Any, trainer: Trainer, split: str) -> None:
+    """The task's pictures of the split just evaluated, in the run folder (rank 0). A picture that
+    fails is logged, never fatal: the trained model is saved after this."""
+    prediction = trainer.last_prediction()
+    if not run.is_main_process or prediction is None:
+        return
+    try:
+        written = save_figures(run.path("pictures"), split, run.task.figures(run, loaded, prediction))
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("pictures of the %s split not drawn: %s: %s", split, type(exc).__name__, exc)
+        return
+    if written:
+        log.info("pictures: %s", ", ".join(str(p) for p in written))
 
 
 def _eval_trainer(run: Run, loaded: Any, folder: str) -> Trainer:

@@ -118,6 +118,8 @@ def finished(run: Any, result: dict[str, Any]) -> None:
         for name in ARTIFACTS:
             if run.path(name).is_file():
                 client.log_artifact(run_id, str(run.path(name)))
+        if run.path("pictures").is_dir():  # the task's pictures of predictions (a confusion matrix...)
+            client.log_artifacts(run_id, str(run.path("pictures")), "pictures")
         model = run.path("saved") / "mlflow"
         if not model.is_dir():
             model = run.path("model")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from adapt import DataError, LoadedModel, Params
+from adapt import DataError, LoadedModel, Params, confusion_matrix_figure
 from pydantic import Field
 
 from adapt_nlp.common import TextTask
@@ -132,6 +132,16 @@ class TextClassification(TextTask):
         from transformers import DataCollatorWithPadding
 
         return DataCollatorWithPadding(loaded.processor)
+
+    def figures(self, run: Any, loaded: LoadedModel, predictions: Any) -> dict[str, Any]:
+        """A confusion matrix of the split (single-label classification)."""
+        import numpy as np
+
+        if loaded.meta["problem_type"] == "multi_label":
+            return {}
+        logits = predictions.predictions[0] if isinstance(predictions.predictions, tuple) else predictions.predictions
+        labels = [str(x) for x in loaded.meta["labels"]]
+        return {"confusion_matrix": confusion_matrix_figure(predictions.label_ids, np.argmax(logits, axis=-1), labels)}
 
     def compute_metrics(self, run: Any, loaded: LoadedModel) -> Any:
         import numpy as np

@@ -9,7 +9,17 @@ import re
 from pathlib import Path
 from typing import Any
 
-from adapt import DataError, LoadedModel, ModelError, Params, Task, first_line, read_table, require_columns
+from adapt import (
+    DataError,
+    LoadedModel,
+    ModelError,
+    Params,
+    Task,
+    confusion_matrix_figure,
+    first_line,
+    read_table,
+    require_columns,
+)
 from pydantic import Field
 
 from adapt_vision.images import IMAGE_SUFFIXES, check_readable, refuse_attn_implementation
@@ -216,6 +226,16 @@ class ImageClassification(Task):
         if _is_timm(model):
             return [f"model.{model.model.pretrained_cfg.get('classifier', 'classifier')}"]
         return [name for name in ("classifier", "fc", "head") if hasattr(model, name)][:1]
+
+    def figures(self, run: Any, loaded: LoadedModel, predictions: Any) -> dict[str, Any]:
+        """A confusion matrix of the split (single-label classification)."""
+        import numpy as np
+
+        if self.multi_label:
+            return {}
+        logits = predictions.predictions[0] if isinstance(predictions.predictions, tuple) else predictions.predictions
+        labels = [str(x) for x in loaded.meta["labels"]]
+        return {"confusion_matrix": confusion_matrix_figure(predictions.label_ids, np.argmax(logits, axis=-1), labels)}
 
     def compute_metrics(self, run: Any, loaded: LoadedModel) -> Any:
         import numpy as np

@@ -43,6 +43,7 @@ def test_timm_name_trains_reloads_and_predicts(folders: dict[str, str], tmp_path
     for name in ("accuracy", "f1_score_macro", "precision_score_macro", "recall_score_macro"):
         assert 0.0 <= test[f"test_{name}"] <= 1.0
     assert "lora" in result.stderr and "trainable" in result.stderr
+    assert (out / "pictures" / "test_confusion_matrix.png").is_file()  # the classification tasks' picture
     again = run_adapt("evaluate", str(out), "-d", folders["test"])
     assert again.returncode == 0, again
     assert again.json()["test_accuracy"] == pytest.approx(test["test_accuracy"], abs=1e-6)
