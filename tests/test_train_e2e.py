@@ -265,3 +265,21 @@ def test_the_confusion_matrix_counts_every_row_once() -> None:
     counts = [[int(t.get_text()) for t in fig.axes[0].texts][i:i + 3] for i in (0, 3, 6)]
     assert counts == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]  # rows: true class, columns: predicted
     assert "6 rows, accuracy 0.667" in fig.axes[0].get_title()
+
+
+def test_evaluate_writes_an_evaluation_folder(adapt_cli, tiny_bert_dir, text_data, tmp_path) -> None:
+    """adapt evaluate --results: metrics.json (the same as printed), one prediction per input row,
+    the task's pictures; an existing folder with files is refused, nothing in it lost."""
+    result = adapt_cli(*train_args(tiny_bert_dir, text_data, "run", "--set", "training.max_steps=4"))
+    assert result.returncode == 0, result
+    evaluated = adapt_cli("evaluate", "run", "--data", text_data["test"], "--results", "eval")
+    assert evaluated.returncode == 0, evaluated
+    folder = tmp_path / "eval"
+    assert json.loads((folder / "metrics.json").read_text()) == evaluated.json()
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == len(Path(text_data["test"]).read_text().splitlines()) and all("label" in r for r in rows)
+    assert (folder / "pictures" / "test_confusion_matrix.png").is_file()
+    assert json.loads((folder / "evaluation.json").read_text())["rows"] == len(rows)
+    again = adapt_cli("evaluate", "run", "--data", text_data["test"], "--results", "eval")
+    assert again.returncode == 2 and "already holds files" in again.stderr and "Traceback" not in again.stderr
+    assert json.loads((folder / "metrics.json").read_text()) == evaluated.json()

@@ -145,12 +145,16 @@ DataOption = Annotated[str, typer.Option("--data", "-d", help="Data file (same f
 @app.command()
 def evaluate(model: RunArgument, data: DataOption, set_: SetOption = [],  # noqa: B006 - typer reads the defaults
              output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the metrics to this JSON file.")] = None,
+             results: Annotated[Path | None, typer.Option("--results", help="Write an evaluation folder here: metrics.json, "
+                                                          "predictions.jsonl, pictures/ (a confusion matrix...).")] = None,
              ) -> None:
     """Metrics of a trained model on a data file."""
     from adapt.lifecycle import evaluate as evaluate_saved
+    from adapt.logs import setup_logging
 
+    setup_logging()
     with _results_to_stdout():
-        metrics = evaluate_saved(model, data, set_)
+        metrics = evaluate_saved(model, data, set_, results)
     text = json.dumps(metrics, indent=2, default=str)
     if output:
         output.write_text(text + "\n", encoding="utf-8")

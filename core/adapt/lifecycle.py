@@ -4,6 +4,7 @@ evaluation and prediction."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -12,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from adapt.errors import AdaptError, HardwareError, RunInterrupted
+from adapt.errors import AdaptError, ConfigError, HardwareError, RunInterrupted
+from adapt.folder import write_json
 from adapt.logs import close_file_log, log_to_file, setup_logging
 from adapt.resolve import saved_run
 from adapt.run import Run
@@ -98,10 +100,26 @@ def saved_model(path: Path, overrides: list[str], purpose: str) -> tuple[Run, Pa
     return run, model_dir
 
 
-def evaluate(path: Path, data: str, overrides: list[str]) -> dict[str, Any]:
-    """Metrics of a saved model on one data file."""
+def evaluate(path: Path, data: str, overrides: list[str], results: Path | None = None) -> dict[str, Any]:
+    """Metrics of a saved model on one data file; with ``results``, also an evaluation folder as
+    Azure ML's model evaluation writes one: metrics.json, predictions.jsonl (one row per input
+    row) and pictures/ (the task's, e.g. a confusion matrix)."""
     run, model_dir = saved_model(path, overrides, "evaluate")
-    return run.engine.evaluate(run, str(model_dir), data)
+    if results is None:
+        return run.engine.evaluate(run, str(model_dir), data)
+    if results.exists() and (not results.is_dir() or any(results.iterdir())):
+        raise ConfigError(f"--results: {results} already holds files; choose an empty or new folder")
+    results.mkdir(parents=True, exist_ok=True)
+    run.pictures_dir = results / "pictures"
+    metrics = run.engine.evaluate(run, str(model_dir), data)
+    rows = run.engine.predict(run, str(model_dir), data)
+    write_json(results / "metrics.json", metrics)
+    (results / "predictions.jsonl").write_text("".join(json.dumps(r, default=str) + "\n" for r in rows), encoding="utf-8")
+    write_json(results / "evaluation.json", {"model": str(model_dir), "data": str(data), "rows": len(rows),
+                                             "task": run.task.name, "finished": time.time()})
+    log.info("evaluation written to %s (metrics.json, predictions.jsonl%s)", results,
+             ", pictures/" if run.pictures_dir.is_dir() else "")
+    return metrics
 
 
 def predict(path: Path, data: str, overrides: list[str]) -> list[dict[str, Any]]:

@@ -59,6 +59,7 @@ class Run:
     model_path: str | None = None  # where the pretrained model was loaded from (see model_source)
     load_options: dict[str, Any] = field(default_factory=dict)
     stop_requested: str | None = None
+    pictures_dir: Path | None = None  # adapt evaluate --results: where an engine's evaluate draws the task's pictures
     defaults: dict[str, str] = field(default_factory=dict)
 
     # what the run is --------------------------------------------------------------------

@@ -383,14 +383,14 @@ def _trainer(run: Run, loaded: Any, args: TrainingArguments, **kwargs: Any) -> T
     return _progress(trainer)
 
 
-def _pictures(run: Run, loaded: Any, trainer: Trainer, split: str) -> None:
-    """The task's pictures of the split just evaluated, in the run folder (rank 0). A picture that
-    fails is logged, never fatal: the trained model is saved after this."""
+def _pictures(run: Run, loaded: Any, trainer: Trainer, split: str, folder: Path | None = None) -> None:
+    """The task's pictures of the split just evaluated, in ``folder`` (default: the run folder's
+    pictures/; rank 0). A picture that fails is logged, never fatal: the trained model is saved after this."""
     prediction = trainer.last_prediction()
     if not run.is_main_process or prediction is None:
         return
     try:
-        written = save_figures(run.path("pictures"), split, run.task.figures(run, loaded, prediction))
+        written = save_figures(folder or run.path("pictures"), split, run.task.figures(run, loaded, prediction))
     except Exception as exc:  # noqa: BLE001 - see the docstring
         log.warning("pictures of the %s split not drawn: %s: %s", split, type(exc).__name__, exc)
         return
@@ -409,4 +409,8 @@ def evaluate(run: Run, model_dir: str, path: str) -> dict[str, Any]:
     loaded = run.load_saved(model_dir)
     data = run.task.load_data(run, loaded, {"test": path})
     with tempfile.TemporaryDirectory() as tmp:
-        return _eval_trainer(run, loaded, tmp).evaluate(data["test"], metric_key_prefix="test")
+        trainer = _eval_trainer(run, loaded, tmp)
+        metrics = trainer.evaluate(data["test"], metric_key_prefix="test")
+    if run.pictures_dir is not None:
+        _pictures(run, loaded, trainer, "test", run.pictures_dir)
+    return metrics
