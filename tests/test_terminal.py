@@ -72,6 +72,7 @@ def test_a_terminal_shows_whole_adapt_lines_above_the_bars_and_no_library_notice
     assert "LOAD REPORT" in log  # what left the terminal is kept in the run's log
     # the end: a table of the test metrics, where the model is and what to do with it (JSON with --json)
     assert '"output"' not in raw and any(line.startswith("test        accuracy") for line in shown), shown
+    assert any(line.startswith("split") and line.endswith("baseline (the most frequent class)") for line in shown)
     assert "model     run/model (merged)" in shown and "evaluate  adapt evaluate run --data FILE" in shown
 
 

@@ -72,6 +72,11 @@ def test_full_fine_tune_learns_and_writes_the_run_folder(adapt_cli, tiny_bert_di
     assert any(abs(v - after["eval_loss"][0][1]) < 1e-4 for _, v in during["eval_loss"]), (during, after)
     assert "train_loss" not in during and "train_loss" not in after  # the run's mean is no point of a curve
     assert (run / "pictures" / "test_confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from collections import Counter
+
+    labels = Counter(json.loads(line)["label"] for line in Path(text_data["test"]).read_text().splitlines())
+    baseline = json.loads((run / "metrics.json").read_text())["baseline"]["test"]["test_accuracy"]
+    assert baseline == pytest.approx(max(labels.values()) / sum(labels.values()))  # always the most frequent class
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
     records = read_metrics(run)
     losses = [r["loss"] for r in records if "loss" in r]

@@ -35,15 +35,16 @@ from adapt.logs import progress_bars
 from adapt.memory import peak_memory
 from adapt.models import parameter_report
 from adapt.models import read_info as model_info
-from adapt.report import confusion_matrix_figure
+from adapt.report import confusion_matrix_figure, majority_class_accuracy
 from adapt.resolve import saved_run
 from adapt.run import Run
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MODEL_KINDS", "OPTIMIZERS", "SCHEDULERS", "AdaptError", "Backend", "ConfigError", "DataError", "Engine", "FSDPOptions",
-    "HardwareError", "LoadedModel", "Method", "ModelError", "NoParams", "Parallel", "Params", "PluginError", "Run", "RunInterrupted",
-    "Saver", "StorageError", "Task", "__version__", "confusion_matrix_figure", "first_line", "hookimpl", "literal_optim_args", "model_info",
-    "optim_args", "parameter_report", "peak_memory", "progress_bars", "read_table", "require_columns", "saved_run", "split_off",
+    "MODEL_KINDS", "OPTIMIZERS", "SCHEDULERS", "AdaptError", "Backend", "ConfigError", "DataError", "Engine",
+    "FSDPOptions", "HardwareError", "LoadedModel", "Method", "ModelError", "NoParams", "Parallel", "Params",
+    "PluginError", "Run", "RunInterrupted", "Saver", "StorageError", "Task", "__version__", "confusion_matrix_figure",
+    "first_line", "hookimpl", "literal_optim_args", "majority_class_accuracy", "model_info", "optim_args",
+    "parameter_report", "peak_memory", "progress_bars", "read_table", "require_columns", "saved_run", "split_off",
 ]

@@ -128,6 +128,12 @@ class Task(_Named):
         """A function from the engine's predictions to ``{metric: value}``."""
         return None
 
+    def baselines(self, run: Run, loaded: LoadedModel, predictions: Any) -> dict[str, float]:
+        """Metrics of a trivial predictor on the split of ``predictions`` (classification: always the
+        split's most frequent class), shown beside the run's at the end and kept in metrics.json
+        as ``baseline``. None by default."""
+        return {}
+
     def figures(self, run: Run, loaded: LoadedModel, predictions: Any) -> dict[str, Any]:
         """Pictures of a split's predictions (``predictions``: what :meth:`compute_metrics`'s
         function received), as ``{name: matplotlib Figure}``; the engine writes them to the run

@@ -96,17 +96,19 @@ def train(config: ConfigOption = None, task: TaskOption = None, method: MethodOp
     if as_json or not sys.stdout.isatty():
         typer.echo(json.dumps({"output": str(run.output_dir), **summary}, indent=2, default=str))
     else:
-        typer.echo(_run_summary(run, summary))
+        typer.echo(_run_summary(run, summary, metrics.get("baseline") or {}))
 
 
-def _run_summary(run: Any, summary: dict[str, Any]) -> str:
-    """The end of a run on a terminal: its metrics per split, where the model and the savers' files
-    are, and the commands that use them."""
+def _run_summary(run: Any, summary: dict[str, Any], baseline: dict[str, Any]) -> str:
+    """The end of a run on a terminal: its metrics per split (beside a trivial predictor's where the
+    task has one), where the model and the savers' files are, and the commands that use them."""
     names = [*run.task.metrics[:4], "loss"]
-    rows = [(split, name, value) for split, prefix in (("validation", "eval_"), ("test", "test_"))
+    rows = [(split, name, value, (baseline.get(split) or {}).get(prefix + name))
+            for split, prefix in (("validation", "eval_"), ("test", "test_"))
             for name in names if isinstance(value := (summary.get(split) or {}).get(prefix + name), (int, float))]
-    lines = [f"{'split':<12}{'metric':<30}value", *(f"{s:<12}{n:<30}{v:.4f}" for s, n, v in rows)] if rows else \
-        ["no validation or test data: see metrics.jsonl for the training losses"]
+    head = f"{'split':<12}{'metric':<30}{'value':<10}" + ("baseline (the most frequent class)" if baseline else "")
+    lines = [head, *(f"{s:<12}{n:<30}{v:<10.4f}" + (f"{b:.4f}" if b is not None else "") for s, n, v, b in rows)] \
+        if rows else ["no validation or test data: see metrics.jsonl for the training losses"]
     model = run.path("model")
     info = model / "adapt.json"
     fmt = json.loads(info.read_text())["format"] if info.is_file() else "?"

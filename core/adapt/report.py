@@ -99,3 +99,12 @@ def save_figures(folder: Path, split: str, figures: dict[str, Any]) -> list[Path
         plt.close(fig)
         written.append(path)
     return written
+
+
+def majority_class_accuracy(truth: Any) -> dict[str, float]:
+    """``{"accuracy": ...}`` of always predicting the most frequent of ``truth``'s class indices:
+    the baseline a classifier's accuracy is read against."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(truth, dtype=int).ravel())
+    return {"accuracy": float(counts.max() / max(counts.sum(), 1))} if counts.size else {}

@@ -302,6 +302,8 @@ def _train(run: Run) -> dict[str, Any]:
     if test_ds is not None:  # before saving: merging changes rank 0's model, and workers must stay alike
         metrics["test"] = trainer.evaluate(test_ds, metric_key_prefix="test")
         _pictures(run, loaded, trainer, "test")
+        if trainer.last_prediction() is not None and (baseline := run.task.baselines(run, loaded, trainer.last_prediction())):
+            metrics["baseline"] = {"test": {f"test_{k}": v for k, v in baseline.items()}}
     return run.finish(loaded, trainer.model, metrics)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from adapt import DataError, LoadedModel, Params, confusion_matrix_figure
+from adapt import DataError, LoadedModel, Params, confusion_matrix_figure, majority_class_accuracy
 from pydantic import Field
 
 from adapt_nlp.common import TextTask
@@ -132,6 +132,10 @@ class TextClassification(TextTask):
         from transformers import DataCollatorWithPadding
 
         return DataCollatorWithPadding(loaded.processor)
+
+    def baselines(self, run: Any, loaded: LoadedModel, predictions: Any) -> dict[str, float]:
+        """The accuracy of always predicting the split's most frequent class (single-label)."""
+        return {} if loaded.meta["problem_type"] == "multi_label" else majority_class_accuracy(predictions.label_ids)
 
     def figures(self, run: Any, loaded: LoadedModel, predictions: Any) -> dict[str, Any]:
         """A confusion matrix of the split (single-label classification)."""

@@ -17,6 +17,7 @@ from adapt import (
     Task,
     confusion_matrix_figure,
     first_line,
+    majority_class_accuracy,
     read_table,
     require_columns,
 )
@@ -226,6 +227,10 @@ class ImageClassification(Task):
         if _is_timm(model):
             return [f"model.{model.model.pretrained_cfg.get('classifier', 'classifier')}"]
         return [name for name in ("classifier", "fc", "head") if hasattr(model, name)][:1]
+
+    def baselines(self, run: Any, loaded: LoadedModel, predictions: Any) -> dict[str, float]:
+        """The accuracy of always predicting the split's most frequent class (single-label)."""
+        return {} if self.multi_label else majority_class_accuracy(predictions.label_ids)
 
     def figures(self, run: Any, loaded: LoadedModel, predictions: Any) -> dict[str, Any]:
         """A confusion matrix of the split (single-label classification)."""
