@@ -106,8 +106,8 @@ IGNORED = {  # key (or prefix) -> why it has no adapt setting
     "do_train": "adapt train always trains", "preprocess_output": "adapt preprocesses the data itself",
     "mlflow_model_folder": "the MLflow model is written to saved/mlflow/ in the run folder (adapt-mlflow)",
     "output_dir_mlflow": "the MLflow model is written to saved/mlflow/ in the run folder (adapt-mlflow)",
-    "evaluation_result": "the test metrics are written to test_metrics.json in the run folder; adapt evaluate writes "
-                         "a result file for any data",
+    "evaluation_result": "the test metrics are written to test_metrics.json in the run folder; `adapt evaluate RUN "
+                         "--data FILE --results DIR` writes an evaluation folder (metrics, predictions, pictures)",
     "load_model": "the model is model.path", "model": "the model is MODEL_PATH (model.path)",
     "model_type": "the model's kind follows from model.path", "model_version": "model versions are not tracked",
     "image_processor_path": "the processor comes with the model", "library": "the task decides the library",
