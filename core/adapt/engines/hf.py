@@ -358,11 +358,29 @@ class _MethodLearningRates:
         return optimizer
 
 
-class _Trainer(_EvaluateInOrder, _MethodLearningRates, Trainer):
+class _FrozenInt8OnCPU:
+    """The best checkpoint's trainable tensors alone, for a model with bitsandbytes 8-bit layers on
+    the CPU (qssf): bitsandbytes cannot load their int8 state into an unquantized (CPU) layer,
+    and those frozen weights never changed, so the trainable ones are all that differ."""
+
+    def _load_best_model(self) -> None:
+        if not any(type(m).__name__ == "Linear8bitLt" and not m.weight.is_cuda for m in self.model.modules()):
+            return super()._load_best_model()
+        from safetensors.torch import load_file
+
+        trainable = {name for name, p in self.model.named_parameters() if p.requires_grad}
+        state = load_file(str(Path(self.state.best_model_checkpoint) / "model.safetensors"))
+        missing = trainable - set(state)
+        if missing:
+            raise StorageError(f"the best checkpoint {self.state.best_model_checkpoint} lacks {sorted(missing)[:3]}")
+        self.model.load_state_dict({k: v for k, v in state.items() if k in trainable}, strict=False)
+
+
+class _Trainer(_FrozenInt8OnCPU, _EvaluateInOrder, _MethodLearningRates, Trainer):
     pass
 
 
-class _Seq2SeqTrainer(_EvaluateInOrder, _MethodLearningRates, Seq2SeqTrainer):
+class _Seq2SeqTrainer(_FrozenInt8OnCPU, _EvaluateInOrder, _MethodLearningRates, Seq2SeqTrainer):
     pass
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from adapt import HardwareError, Method
+from adapt import Method
 from pydantic import AliasChoices, Field
 
 from adapt_methods.common import (
@@ -115,12 +115,6 @@ class SSFMethod(Method):
                          "vit": {"learning_rate": 5e-3}, "detector": {"learning_rate": 3e-3}}
 
     def apply(self, model: Any, params: SSFParams, run: Any) -> Any:
-        import torch
-
-        if getattr(params, "load_in_8bit", False) and not torch.cuda.is_available():
-            raise HardwareError("method_params.load_in_8bit: bitsandbytes quantizes 8-bit layers as they move to a "
-                                "CUDA GPU; on the CPU they stay unquantized and a checkpoint of them cannot be "
-                                "reloaded. On the CPU use load_in_4bit (qssf's default)")
         head = head_of(model, run, params.head_modules)
         model = ensure_quantized(model, params, head)
         if params.target_modules:
