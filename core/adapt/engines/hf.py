@@ -302,7 +302,7 @@ def _train(run: Run) -> dict[str, Any]:
     if test_ds is not None:  # before saving: merging changes rank 0's model, and workers must stay alike
         metrics["test"] = trainer.evaluate(test_ds, metric_key_prefix="test")
         _pictures(run, loaded, trainer, "test")
-        if trainer.last_prediction() is not None and (baseline := run.task.baselines(run, loaded, trainer.last_prediction())):
+        if trainer.last_prediction is not None and (baseline := run.task.baselines(run, loaded, trainer.last_prediction)):
             metrics["baseline"] = {"test": {f"test_{k}": v for k, v in baseline.items()}}
     return run.finish(loaded, trainer.model, metrics)
 
@@ -389,24 +389,23 @@ def _trainer(run: Run, loaded: Any, args: TrainingArguments, **kwargs: Any) -> T
     task = run.task
     cls = _Seq2SeqTrainer if isinstance(args, Seq2SeqTrainingArguments) else _Trainer
     metrics_of = task.compute_metrics(run, loaded)
-    seen: dict[str, Any] = {}
 
     def compute(prediction: Any) -> dict[str, float]:
-        seen["last"] = prediction  # the last evaluation's predictions, for the task's pictures
+        trainer.last_prediction = prediction  # the last evaluation's, for the task's pictures and baselines
         return metrics_of(prediction)
 
     trainer = cls(model=loaded.model, args=args, data_collator=task.data_collator(run, loaded),
                   processing_class=loaded.processor, compute_metrics=compute if metrics_of else None,
                   preprocess_logits_for_metrics=task.preprocess_logits(run, loaded), **kwargs)
     trainer.multipliers = run.method.learning_rate_multipliers(run.method_params)
-    trainer.last_prediction = lambda: seen.get("last")
+    trainer.last_prediction = None
     return _progress(trainer)
 
 
 def _pictures(run: Run, loaded: Any, trainer: Trainer, split: str, folder: Path | None = None) -> None:
     """The task's pictures of the split just evaluated, in ``folder`` (default: the run folder's
     pictures/; rank 0). A picture that fails is logged, never fatal: the trained model is saved after this."""
-    prediction = trainer.last_prediction()
+    prediction = trainer.last_prediction
     if not run.is_main_process or prediction is None:
         return
     try:
