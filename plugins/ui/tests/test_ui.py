@@ -1,0 +1,217 @@
+"""adapt ui: the form's config, a run stopped with a checkpoint, bad command-line input, and the
+whole app in a real browser (headless Chromium driven by Selenium, every request kept on localhost)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from adapt.testing import free_port, run_adapt, text_classification_data, tiny_bert
+from adapt_ui import jobs
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+QUIET = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+         "ADAPT_DISABLE_PLUGINS": "mlflow"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("ui-inputs")
+    return {"model": tiny_bert(root / "bert"), **text_classification_data(root / "data", n_train=48, n_eval=16)}
+
+
+def test_the_form_becomes_a_config_of_what_differs_from_the_defaults() -> None:
+    sections = jobs.form_fields("text_classification", "lora")
+    fields = {f.key: f for fs in sections.values() for f in fs}
+    assert fields["method_params.r"].default == 8 and "Rank" in fields["method_params.r"].help
+    assert fields["task_params.text_column"].default == "text"
+    assert fields["training.precision"].kind == "choice" and "bf16" in fields["training.precision"].choices
+    assert "data.train" not in fields and "model.path" not in fields  # the form's own fields
+    config = jobs.build_config(
+        "text_classification", "lora", "m", "t.jsonl", "", "",
+        {"method_params.r": "4", "method_params.alpha": "", "method_params.dropout": "0.1",
+         "training.precision": "32", "training.gradient_checkpointing": True, "task_params.label_column": "y"},
+        "training.warmup_steps=0.1\n# a comment\nmethod_params.target_modules=[query, value]")
+    assert config == {"task": "text_classification", "method": "lora", "model": {"path": "m"},
+                      "data": {"train": "t.jsonl"}, "method_params": {"r": 4, "target_modules": ["query", "value"]},
+                      "training": {"gradient_checkpointing": True, "warmup_steps": 0.1},
+                      "task_params": {"label_column": "y"}}
+    with pytest.raises(ValueError, match="not key=value"):
+        jobs.build_config("text_classification", "lora", "m", "t.jsonl", extra="training.warmup_steps")
+
+
+@pytest.mark.slow
+def test_a_stopped_run_saves_a_checkpoint_and_says_how_to_resume(tmp_path: Path, tiny: dict[str, str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in QUIET.items():
+        monkeypatch.setenv(key, value)
+    config = jobs.build_config("text_classification", "lora", tiny["model"], tiny["train"], tiny["validation"],
+                               extra="training.max_steps=100000\ntraining.logging_steps=1\n"
+                                     "training.per_device_train_batch_size=2")
+    job = jobs.start(tmp_path / "runs", config, "long")
+    deadline = time.time() + 120
+    while not (job.output / "metrics.jsonl").is_file() and job.running() and time.time() < deadline:
+        time.sleep(0.5)
+    assert job.running(), job.log()
+    assert job.status() == "running"
+    job.stop()
+    assert job.status().startswith("stopping")
+    job.process.wait(timeout=120)
+    assert job.status().startswith("stopped") and "resume_from_checkpoint" in job.status(), job.log()
+    assert list((job.output / "checkpoints").glob("checkpoint-*")), job.log()
+    assert [r["state"] for r in jobs.list_runs(tmp_path / "runs")] == ["interrupted"]
+    assert jobs.curves(job.output, tmp_path / "c.png") == tmp_path / "c.png"
+    with pytest.raises(ValueError, match="already holds a run"):
+        jobs.start(tmp_path / "runs", config, "long")
+
+
+def test_ui_refuses_bad_options(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    result = run_adapt("ui", "--runs", str(afile), "--port", "0")
+    assert result.returncode == 2 and "--runs" in result.stderr and "is a file" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_adapt("ui", "--runs", str(tmp_path / "r"), "--port", "70000")
+    assert result.returncode == 2 and "--port: 70000" in result.stderr
+
+
+def _browser():  # noqa: ANN202 - selenium's type, imported here
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,2400",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):  # any other host fails: no CDN
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def _need_browser() -> None:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("selenium (pip install 'adapt-ui[test]')")
+    if missing:
+        if os.environ.get("ADAPT_REQUIRE_BROWSER"):
+            pytest.fail(f"the browser test needs {', '.join(missing)}: `make browser` installs Chromium")
+        pytest.skip(f"no {', '.join(missing)} (Debian: apt-get install chromium chromium-driver)")
+
+
+@pytest.mark.slow
+def test_the_app_in_a_browser_trains_shows_compares_and_predicts(tmp_path: Path, tiny: dict[str, str]) -> None:
+    _need_browser()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    runs = tmp_path / "runs"
+    env = {**os.environ, **QUIET}
+    other = run_adapt("train", "--task", "text_classification", "--method", "ssf", "--model", tiny["model"],
+                      "--train", tiny["train"], "--test", tiny["test"], "--output", str(runs / "cli-ssf"),
+                      "--set", "training.num_train_epochs=1", env=QUIET)
+    assert other.returncode == 0, other.stderr
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "adapt", "ui", "--runs", str(runs), "--port", str(port)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    browser = None
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, server.stdout.read() if server.poll() else "no server"
+                time.sleep(0.5)
+        browser = _browser()
+        browser.get(url)
+        wait = WebDriverWait(browser, 60)
+
+        def field(element_id: str):  # noqa: ANN202
+            return wait.until(lambda b: b.find_element(By.CSS_SELECTOR, f"#{element_id} textarea, #{element_id} input"))
+
+        def text(element_id: str) -> str:
+            return browser.find_element(By.ID, element_id).text
+
+        def choose(element_id: str, value: str) -> None:
+            box = field(element_id)
+            box.click()
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys(value)
+            time.sleep(0.3)
+            box.send_keys(Keys.ENTER)
+            time.sleep(0.3)
+
+        def tab(label: str) -> None:
+            next(b for b in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]") if b.text.strip() == label).click()
+            time.sleep(1)
+
+        choose("task", "text_classification")
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#field-task-params-text-column input"))
+        for element_id, value in (("model", tiny["model"]), ("train-data", tiny["train"]),
+                                  ("validation-data", tiny["validation"]), ("test-data", tiny["test"]),
+                                  ("run-name", "ui-run"), ("field-method-params-r", "4"),
+                                  ("extra", "training.num_train_epochs=2\ntraining.logging_steps=2")):
+            field(element_id).send_keys(value)
+        browser.find_element(By.ID, "plan-button").click()
+        wait.until(lambda b: "trainable_parameters" in text("plan"))
+        assert '"method": "lora"' in text("plan")
+
+        browser.find_element(By.ID, "start-button").click()
+        WebDriverWait(browser, 240).until(lambda b: any(s in field("status").get_attribute("value")
+                                                        for s in ("finished", "failed")))
+        assert field("status").get_attribute("value") == "ui-run: finished", field("log").get_attribute("value")
+        assert "test_accuracy" in field("log").get_attribute("value")
+        config = (runs / "ui-run" / "config.yaml").read_text()
+        assert "r: 4" in config and "num_train_epochs: 2" in config
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#curves img"))
+
+        tab("Runs")
+        choose("run-choice", "ui-run")
+        wait.until(lambda b: "test_accuracy" in text("run-metrics"))
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#run-pictures img")) >= 2)  # curves, confusion matrix
+        assert "cli-ssf" in text("runs-table") and "finished" in text("runs-table")
+
+        tab("Compare")
+        box = field("compare-choice")
+        for name in ("ui-run", "cli-ssf"):
+            box.click()
+            box.send_keys(name)
+            time.sleep(0.3)
+            box.send_keys(Keys.ENTER)
+            time.sleep(0.3)
+        box.send_keys(Keys.ESCAPE)
+        time.sleep(0.5)
+        browser.find_element(By.ID, "compare-button").click()
+        wait.until(lambda b: "best test_accuracy" in text("comparison"))
+        assert "lora" in text("comparison") and "ssf" in text("comparison")
+
+        tab("Try")
+        choose("try-choice", "ui-run")
+        field("try-text").send_keys("the match went to extra time")
+        browser.find_element(By.ID, "try-text-button").click()
+        wait.until(lambda b: '"label"' in text("try-prediction") or "failed" in text("try-prediction"))
+        assert '"scores"' in text("try-prediction"), text("try-prediction")
+
+        outside = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)"
+                                         ".filter(n => !n.startsWith('http://127.0.0.1'))")
+        assert outside == []
+    except Exception:
+        if browser is not None:
+            browser.save_screenshot(str(tmp_path / "failure.png"))  # kept: the test failed
+        raise
+    finally:
+        if browser is not None:
+            browser.quit()
+        server.terminate()
+        server.wait(timeout=30)
