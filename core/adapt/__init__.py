@@ -36,7 +36,7 @@ from adapt.memory import peak_memory
 from adapt.models import parameter_report
 from adapt.models import read_info as model_info
 from adapt.plugins import get_registry
-from adapt.report import confusion_matrix_figure, majority_class_accuracy, plot_curves
+from adapt.report import confusion_matrix_figure, examples_figure, majority_class_accuracy, plot_curves
 from adapt.resolve import saved_run
 from adapt.run import Run
 
@@ -46,7 +46,7 @@ __all__ = [
     "MODEL_KINDS", "OPTIMIZERS", "SCHEDULERS", "AdaptError", "Backend", "ConfigError", "DataError", "Engine",
     "FSDPOptions", "HardwareError", "LoadedModel", "Method", "ModelError", "NoParams", "Parallel", "Params",
     "PluginError", "Run", "RunInterrupted", "Saver", "StorageError", "Task", "__version__", "confusion_matrix_figure",
-    "first_line", "get_registry", "hookimpl", "literal_optim_args", "majority_class_accuracy", "model_info", "optim_args",
-    "parameter_report", "peak_memory", "plot_curves", "progress_bars", "read_table", "require_columns", "run_config_model", "saved_run",
-    "split_off",
+    "examples_figure", "first_line", "get_registry", "hookimpl", "literal_optim_args", "majority_class_accuracy",
+    "model_info", "optim_args", "parameter_report", "peak_memory", "plot_curves", "progress_bars", "read_table",
+    "require_columns", "run_config_model", "saved_run", "split_off",
 ]

@@ -87,6 +87,38 @@ def confusion_matrix_figure(truth: Any, predicted: Any, labels: list[str], title
     return fig
 
 
+def examples_figure(columns: dict[str, list[str]], title: str, count: int = 6, width: int = 44) -> Any:
+    """A table of the first ``count`` rows of ``columns`` (e.g. prediction beside reference), each
+    cell's text wrapped at ``width`` characters and cut at six lines: a text task's picture."""
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(columns)
+    rows = min(count, *(len(v) for v in columns.values())) if columns else 0
+
+    def cell(text: Any) -> str:
+        lines = textwrap.wrap(str(text), width) or [""]
+        return "\n".join(lines[:6] + (["..."] if len(lines) > 6 else []))
+
+    cells = [[cell(columns[name][i]) for name in names] for i in range(rows)]
+    heights = [max(c.count("\n") + 1 for c in row) for row in cells] or [1]
+    fig, ax = plt.subplots(figsize=(3.6 * max(len(names), 1) + 0.6, 0.6 + 0.22 * (sum(heights) + 2 * len(heights))))
+    ax.axis("off")
+    if cells:
+        table = ax.table(cellText=cells, colLabels=names, loc="upper center", cellLoc="left", colLoc="left")
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+        total = sum(heights) + len(heights) + 1
+        for (row, _), box in table.get_celld().items():
+            box.set_height((1 if row == 0 else heights[row - 1] + 1) / total)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
 def save_figures(folder: Path, split: str, figures: dict[str, Any]) -> list[Path]:
     """Write each figure as ``folder/<split>_<name>.png`` and close it."""
     import matplotlib.pyplot as plt

@@ -123,6 +123,24 @@ class Run:
         """Write a JSON file of the run folder atomically."""
         folder.write_json(self.path(name), data)
 
+    def save_pictures(self, split: str, draw: Callable[[], dict[str, Any]], folder: Path | None = None) -> list[Path]:
+        """Write the pictures ``draw()`` returns (``{name: matplotlib Figure}``, a task's
+        ``figures``) as ``<folder>/<split>_<name>.png`` (folder: :attr:`pictures_dir`, else the run
+        folder's pictures/), on rank 0. A picture that fails is logged, never fatal: engines call
+        this before the trained model is saved."""
+        if not self.is_main_process:
+            return []
+        from adapt.report import save_figures
+
+        try:
+            written = save_figures(folder or self.pictures_dir or self.path("pictures"), split, draw())
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning("pictures of the %s split not drawn: %s: %s", split, type(exc).__name__, exc)
+            return []
+        if written:
+            log.info("pictures: %s", ", ".join(str(p) for p in written))
+        return written
+
     def write_status(self, status: str, **extra: Any) -> None:
         """Record the run's status (and ``extra`` fields) in run.json; rank 0 only, never raises."""
         if self.is_main_process:

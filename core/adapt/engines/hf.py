@@ -30,7 +30,6 @@ from adapt.engines import check_save_steps
 from adapt.errors import ConfigError, StorageError
 from adapt.logs import progress_bars
 from adapt.memory import peak_memory
-from adapt.report import save_figures
 from adapt.run import Run
 
 log = logging.getLogger("adapt")
@@ -402,19 +401,11 @@ def _trainer(run: Run, loaded: Any, args: TrainingArguments, **kwargs: Any) -> T
     return _progress(trainer)
 
 
-def _pictures(run: Run, loaded: Any, trainer: Trainer, split: str, folder: Path | None = None) -> None:
-    """The task's pictures of the split just evaluated, in ``folder`` (default: the run folder's
-    pictures/; rank 0). A picture that fails is logged, never fatal: the trained model is saved after this."""
+def _pictures(run: Run, loaded: Any, trainer: Trainer, split: str) -> None:
+    """The task's pictures of the split just evaluated (Run.save_pictures)."""
     prediction = trainer.last_prediction
-    if not run.is_main_process or prediction is None:
-        return
-    try:
-        written = save_figures(folder or run.path("pictures"), split, run.task.figures(run, loaded, prediction))
-    except Exception as exc:  # noqa: BLE001 - see the docstring
-        log.warning("pictures of the %s split not drawn: %s: %s", split, type(exc).__name__, exc)
-        return
-    if written:
-        log.info("pictures: %s", ", ".join(str(p) for p in written))
+    if prediction is not None:
+        run.save_pictures(split, lambda: run.task.figures(run, loaded, prediction))
 
 
 def _eval_trainer(run: Run, loaded: Any, folder: str) -> Trainer:
@@ -431,5 +422,5 @@ def evaluate(run: Run, model_dir: str, path: str) -> dict[str, Any]:
         trainer = _eval_trainer(run, loaded, tmp)
         metrics = trainer.evaluate(data["test"], metric_key_prefix="test")
     if run.pictures_dir is not None:
-        _pictures(run, loaded, trainer, "test", run.pictures_dir)
+        _pictures(run, loaded, trainer, "test")
     return metrics

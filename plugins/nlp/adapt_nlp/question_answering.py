@@ -8,7 +8,7 @@ import re
 import string
 from typing import Any
 
-from adapt import DataError, LoadedModel, Params
+from adapt import DataError, LoadedModel, Params, examples_figure
 from pydantic import Field
 
 from adapt_nlp.common import TextTask, tokens_or_model_max
@@ -203,6 +203,16 @@ class QuestionAnswering(TextTask):
             return squad_scores([a["answer"] for a in answers], context["golds"])
 
         return compute
+
+    def figures(self, run: Any, loaded: LoadedModel, predictions: Any) -> dict[str, Any]:
+        """The split's first predicted answers beside the true ones (and the start of the context)."""
+        start_logits, end_logits = predictions.predictions[:2]
+        context = loaded.state["qa_contexts"][self._key(*predictions.label_ids)]
+        answers = self._best_answers(run, loaded, context, start_logits, end_logits)
+        return {"examples": examples_figure(
+            {"context": [c[:200] for c in context["contexts"]], "predicted": [a["answer"] or "(no answer)" for a in answers],
+             "true": [" | ".join(g) or "(no answer)" for g in context["golds"]]},
+            "question answering: the first rows of the split")}
 
     def load_model(self, run: Any, source: str, meta: dict[str, Any]) -> LoadedModel:
         tokenizer = self.load_tokenizer(run, source)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapt import DataError, LoadedModel, Params
+from adapt import DataError, LoadedModel, Params, examples_figure
 from pydantic import Field
 
 from adapt_nlp.common import TextTask, generate
@@ -132,6 +132,12 @@ class Seq2SeqTask(TextTask):
                     "gen_len": sum(len(p.split()) for p in predictions) / max(len(predictions), 1)}
 
         return compute
+
+    def figures(self, run: Any, loaded: LoadedModel, predictions: Any) -> dict[str, Any]:
+        """The split's first generated texts beside their references."""
+        generated, references = self.decoded(loaded, predictions)
+        return {"examples": examples_figure({"generated": generated, "reference": references},
+                                            f"{self.name}: the first rows of the split")}
 
     def predict(self, run: Any, loaded: LoadedModel, path: str) -> list[dict[str, Any]]:
         p = run.task_params

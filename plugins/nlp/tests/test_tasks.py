@@ -79,6 +79,7 @@ def test_question_answering_learns_with_lora_and_windows(adapt_cli, tiny_bert_di
     before = json.loads((tmp_path / "untrained" / "test_metrics.json").read_text())
     after = check_run(adapt_cli, tmp_path, "run", data)
     assert 0 <= after["test_exact"] <= 100 and 0 <= after["test_f1"] <= 100
+    assert (tmp_path / "run" / "pictures" / "test_examples.png").is_file()  # predicted beside true answers
     assert after["test_f1"] > before["test_f1"] + 30, (before["test_f1"], after["test_f1"])
     info = json.loads((tmp_path / "run" / "model" / "adapt.json").read_text())
     assert info["meta"] == {"version_2_with_negative": True}
@@ -98,6 +99,7 @@ def test_seq2seq(task: str, family: str, adapt_cli, tmp_path) -> None:
           "--set", "task_params.generation_max_length=6", method="lora")
     trained = check_run(adapt_cli, tmp_path, "run", data)
     assert all(0 <= trained[f"test_{k}"] <= 1 for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
+    assert (tmp_path / "run" / "pictures" / "test_examples.png").is_file()  # generated beside reference
     assert 0 <= trained["test_bleu"] <= 100  # summarization too (nyuntam's eval_metric: bleu)
     rows = [json.loads(x) for x in adapt_cli("predict", "run", "--data", data["test"]).stdout.splitlines()]
     assert len(rows) == 24 and all(set(r) == {"input", "generated_text"} for r in rows)

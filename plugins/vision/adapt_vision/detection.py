@@ -82,7 +82,8 @@ class ObjectDetection(OpenMMLabTask):
                        "backend_args": None, **({"indices": size} if run.data_limit(split) else {})}
             evaluator = {"type": "AdaptCocoMetric", "ann_file": str(Path(path).resolve()),
                          "metric": ["bbox", "segm"] if self.masks else ["bbox"], "format_only": False,
-                         "score_threshold": run.task_params.box_score_threshold, "backend_args": None}
+                         "score_threshold": run.task_params.box_score_threshold, "backend_args": None,
+                         "image_root": str(self.image_root(run, path))}
             out[split] = {"dataset": dataset, "evaluator": evaluator, "size": size}
         return out
 
@@ -123,6 +124,20 @@ class ObjectDetection(OpenMMLabTask):
 
             draw_predictions(drawn, run.task_params.draw_folder, classes, run.task_params.palette)
         return rows
+
+    def figures(self, run: Any, loaded: LoadedModel, predictions: Any) -> dict[str, Any]:
+        """AP per class (masks' where there are masks) and a few images of the split with their
+        true boxes (dashed) beside the predicted ones (``predictions``: the MMEngine test evaluator)."""
+        from adapt_vision.metrics import AdaptCocoMetric
+        from adapt_vision.pictures import per_class_ap_figure, samples_figure
+
+        metric = next((m for m in getattr(predictions, "metrics", []) if isinstance(m, AdaptCocoMetric)), None)
+        if metric is None or not metric.last_results:
+            return {}
+        kind = "mask" if self.masks else "box"
+        return {"per_class_ap": per_class_ap_figure(metric.per_class_ap, f"{kind} AP per class (IoU 0.50:0.95)"),
+                "samples": samples_figure(metric, list(loaded.meta["classes"]), run.task_params.box_score_threshold,
+                                          run.task_params.palette)}
 
     def rows(self, image: dict[str, Any], pred: Any, meta: dict[str, Any], threshold: float) -> list[dict[str, Any]]:
         classes, ids = meta["classes"], meta.get("category_ids") or list(range(1, len(meta["classes"]) + 1))

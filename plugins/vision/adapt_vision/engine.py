@@ -597,6 +597,7 @@ def train(run: Any) -> dict[str, Any]:
             metrics["validation"] = {f"eval_{k}": v for k, v in runner.val().items()}
         if "test_dataloader" in cfg:  # before saving: merging changes rank 0's model
             metrics["test"] = {f"test_{k}": v for k, v in runner.test().items()}
+            run.save_pictures("test", lambda: run.task.figures(run, loaded, runner.test_evaluator))
     return run.finish(loaded, model, metrics)
 
 
@@ -609,5 +610,9 @@ def evaluate(run: Any, model_dir: str, path: str) -> dict[str, Any]:
                "test_cfg": {"type": "TestLoop"}, "log_level": "WARNING", "default_scope": None,
                "visualizer": {"type": "Visualizer", "vis_backends": []}}
         cfg.update(run.task.engine_settings(run, loaded))
+        runner = _runner(run, loaded, cfg)
         with library_prints_to_debug_log():
-            return {f"test_{k}": v for k, v in _runner(run, loaded, cfg).test().items()}
+            metrics = {f"test_{k}": v for k, v in runner.test().items()}
+        if run.pictures_dir is not None:  # adapt evaluate --results
+            run.save_pictures("test", lambda: run.task.figures(run, loaded, runner.test_evaluator))
+        return metrics

@@ -32,9 +32,14 @@ class AdaptCocoMetric(CocoMetric):
 
     default_prefix = ""  # metric names as they are (None would make MMEngine warn)
 
-    def __init__(self, score_threshold: float = 0.3, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, score_threshold: float = 0.3, image_root: str = "", **kwargs: Any) -> None:
+        super().__init__(**{"classwise": True, **kwargs})
         self.score_threshold = score_threshold
+        self.image_root = image_root  # where the file names of ann_file are, for pictures
+        # the last evaluation, for the task's pictures: AP per class (of the last kind: masks where
+        # there are masks), and the (ground truth, prediction) pairs mmdet evaluated
+        self.per_class_ap: dict[str, float] = {}
+        self.last_results: list = []
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         if self.cat_ids is None:  # as mmdet's compute_metrics sets them
@@ -43,6 +48,9 @@ class AdaptCocoMetric(CocoMetric):
         if any(len(pred["bboxes"]) for _, pred in results):  # else mmdet logs an error and reports nothing
             with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its summary tables
                 raw = super().compute_metrics(results)
+        classes = [str(c) for c in self.dataset_meta["classes"]]
+        self.per_class_ap = {c: float(raw.pop(f"{c}_precision")) for c in classes if f"{c}_precision" in raw}
+        self.last_results = results
         # no detection at all (an early, untrained model): that is mAP 0
         out: dict[str, float] = {("" if kind == "bbox" else f"{kind}_") + name: 0.0
                                  for kind in self.metrics for name in NAMES.values()}

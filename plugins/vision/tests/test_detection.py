@@ -60,10 +60,13 @@ def test_trains_evaluates_saves_reloads_and_predicts(coco: dict[str, str], tmp_p
     assert "metric_for_best_model: mean_average_precision" in config  # the default, as loss is not computed
     test = json.loads((out / "test_metrics.json").read_text())
     assert set(test) >= {"test_mean_average_precision", "test_precision", "test_recall"}
+    assert not any(k.endswith(("red_precision", "green_precision")) for k in test)  # per class: a picture, not metrics
+    assert sorted(p.name for p in (out / "pictures").iterdir()) == ["test_per_class_ap.png", "test_samples.png"]
     assert sorted(p.name for p in (out / "model").iterdir()) == ["adapt.json", "config.py", "model.safetensors"]
 
-    evaluated = run_adapt("evaluate", str(out), "-d", coco["val"])
+    evaluated = run_adapt("evaluate", str(out), "-d", coco["val"], "--results", str(tmp_path / "evaluation"))
     assert evaluated.returncode == 0, evaluated
+    assert (tmp_path / "evaluation" / "pictures" / "test_samples.png").is_file()
     again = evaluated.json()
     assert again["test_mean_average_precision"] == pytest.approx(test["test_mean_average_precision"], abs=1e-6)
     assert again["test_map_50"] == pytest.approx(test["test_map_50"], abs=1e-6)
