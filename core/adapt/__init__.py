@@ -37,7 +37,7 @@ from adapt.models import parameter_report
 from adapt.models import read_info as model_info
 from adapt.plugins import get_registry
 from adapt.report import confusion_matrix_figure, examples_figure, majority_class_accuracy, plot_curves
-from adapt.resolve import saved_run
+from adapt.resolve import run_from_config, saved_run
 from adapt.run import Run
 
 __version__ = "0.1.0"
@@ -48,5 +48,5 @@ __all__ = [
     "PluginError", "Run", "RunInterrupted", "Saver", "StorageError", "Task", "__version__", "confusion_matrix_figure",
     "examples_figure", "first_line", "get_registry", "hookimpl", "literal_optim_args", "majority_class_accuracy",
     "model_info", "optim_args", "parameter_report", "peak_memory", "plot_curves", "progress_bars", "read_table",
-    "require_columns", "run_config_model", "saved_run", "split_off",
+    "require_columns", "run_config_model", "run_from_config", "saved_run", "split_off",
 ]

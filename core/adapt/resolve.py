@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from adapt.api import MODEL_KINDS
-from adapt.config import RunConfig, TrainingConfig, apply_override, parse_config, run_config_model, validate_params
+from adapt.config import (
+    RunConfig,
+    TrainingConfig,
+    apply_override,
+    parse_config,
+    read_yaml,
+    run_config_model,
+    validate_params,
+)
 from adapt.errors import ConfigError, PluginError
 from adapt.models import check_reference, read_info
 from adapt.plugins import KNOWN_PROVIDERS, Registry, get_registry
@@ -52,6 +60,15 @@ def resolve(config: RunConfig, registry: Registry | None = None, source: str | N
     _apply_training_defaults(run)
     _check_combinations(run, purpose)
     return run
+
+
+def run_from_config(path: str | Path, overrides: Sequence[str] = (), purpose: str = "validate") -> Run:
+    """The resolved Run of a config file with ``--set`` style overrides, as ``adapt train`` builds
+    it, without running anything (for tools that emit or check runs: adapt launch, adapt ui)."""
+    data = read_yaml(path)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return resolve(parse_config(data, str(path)), source=str(path), purpose=purpose)
 
 
 def training_defaults(task: Any, method: Any, kind: str | None) -> dict[str, tuple[Any, str]]:

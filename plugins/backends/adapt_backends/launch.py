@@ -34,7 +34,7 @@ class LaunchParams(Params):
     master_port: int | None = Field(None, ge=1, le=65535, description="Port on node 0 (None: a free port on one node, 29500 on several).")
     rdzv_backend: str = Field("static", pattern="^(static|c10d)$", description="static (master_addr / node_rank) or c10d (rdzv_endpoint; ranks assigned on arrival).")
     rdzv_endpoint: str | None = Field(None, description="host:port of the c10d rendezvous (default master_addr:master_port).")
-    rdzv_id: str = Field("adapt", description="Job id shared by every node of one c10d rendezvous.")
+    rdzv_id: str = Field("adapt", coerce_numbers_to_str=True, description="Job id shared by every node of one c10d rendezvous.")
     dist_backend: str | None = Field(None, pattern="^(nccl|gloo)$", description="Communication backend (None: nccl on GPUs, gloo on CPU).")
     shutdown_timeout: int = Field(120, ge=1, description="Seconds the workers get, after a stop signal (SIGTERM, Ctrl-C), to save "
                                   "their checkpoint before torchrun kills them (torchrun's --shutdown-timeout, torch >= 2.12; its own default, and "

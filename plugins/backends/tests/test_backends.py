@@ -1,5 +1,5 @@
-"""adapt-backends on this CPU machine (gloo): DDP matches one process, two "nodes" meet through
-c10d, DeepSpeed ZeRO-2 / ZeRO-3 train and save reloadable models, a failing rank stops the job,
+"""adapt-backends on this CPU machine (gloo): DDP matches one process, an emitted sbatch script
+trains across two "nodes" meeting through c10d, an emitted PyTorchJob is one the operator accepts, DeepSpeed ZeRO-2 / ZeRO-3 train and save reloadable models, a failing rank stops the job,
 and combinations that cannot work are refused before any worker starts. FSDP for HF tasks is
 tested where CUDA GPUs exist (on the CPU it is refused); for MMEngine tasks, in the vision pack."""
 
@@ -67,23 +67,99 @@ def test_ddp_two_processes_match_one_and_the_adapter_reloads_on_one(tiny_bert_di
     assert evaluated.json()["test_loss"] == pytest.approx(json.loads((run / "test_metrics.json").read_text())["test_loss"], abs=1e-4)
 
 
-def test_two_nodes_meet_through_c10d_on_localhost(tiny_bert_dir, text_data, tmp_path: Path) -> None:
-    endpoint = f"127.0.0.1:{free_port()}"
-    env = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    nodes = []
-    for rank in (0, 1):
-        command = [sys.executable, "-m", "adapt", *args(tiny_bert_dir, text_data, "run", "--backend", "ddp",
-                   "--set", "backend_params.num_nodes=2", "--set", f"backend_params.node_rank={rank}",
-                   "--set", "backend_params.rdzv_backend=c10d", "--set", f"backend_params.rdzv_endpoint={endpoint}")]
-        nodes.append(subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        time.sleep(2)  # node 0 checks and creates the run folder first
-    outputs = [node.communicate(timeout=300) for node in nodes]
-    for node, (_, err) in zip(nodes, outputs, strict=True):
-        assert node.returncode == 0, err[-3000:]
+FAKE_SRUN = """#!/bin/bash
+# srun as SLURM runs a job's step: the command (bash -c's last argument) once per node, SLURM_NODEID set
+command="${@: -1}"
+pids=()
+for ((id = 0; id < SLURM_NNODES; id++)); do
+  SLURM_NODEID=$id bash -c "$command" & pids+=($!)
+  sleep 2  # node 0 checks and creates the run folder first
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+exit $status
+"""
+
+
+def test_an_emitted_sbatch_script_trains_one_run_across_two_nodes(tiny_bert_dir, text_data, tmp_path: Path) -> None:
+    """adapt launch --emit slurm, then the script itself with srun / scontrol standing in for SLURM's:
+    two "nodes" (two adapt train processes, SLURM_NODEID 0 and 1) meet through c10d on localhost."""
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({
+        "task": "text_classification", "method": "lora", "backend": "ddp", "model": {"path": tiny_bert_dir},
+        "data": {"train": text_data["train"], "test": text_data["test"]}, "output": "run",
+        "backend_params": {"num_nodes": 2},
+        "training": {"max_steps": 3, "learning_rate": 1e-2, "logging_steps": 1, "group_by_length": False,
+                     "per_device_eval_batch_size": 8}}))
+    script = tmp_path / "job.sbatch"
+    emitted = run_adapt("launch", "--emit", "slurm", "--config", str(config), "-o", str(script), "--gpus-per-node", "0",
+                        *QUIET, "--partition", "cpu", "--time", "00:20:00")
+    assert emitted.returncode == 0, emitted.stderr
+    text = script.read_text()
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --partition=cpu", "#SBATCH --time=00:20:00",
+                 'srun --nodes="$SLURM_NNODES" --ntasks-per-node=1'):
+        assert line in text, line
+    assert "#SBATCH --gpus-per-node" not in text  # CPU nodes ask for no GPU
+    assert "backend_params.rdzv_backend=c10d" in text and "backend_params.node_rank=$SLURM_NODEID" in text
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text(FAKE_SRUN)
+    (fake / "scontrol").write_text("#!/bin/bash\necho 127.0.0.1\n")
+    for tool in fake.iterdir():
+        tool.chmod(0o755)
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "SLURM_JOB_ID": "4242",
+           "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "node[0-1]", "SLURM_SUBMIT_DIR": str(tmp_path),
+           "MASTER_PORT": str(free_port()), "ADAPT": f"{sys.executable} -m adapt"}
+    job = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert job.returncode == 0, job.stderr[-3000:]
     run = tmp_path / "run"
-    assert "2 in all" in outputs[0][1]
+    assert "2 in all" in job.stderr and "c10d rendezvous" in job.stderr
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
     assert (run / "train.rank1.log").is_file() and (run / "model" / "adapt.json").is_file()
+    assert (tmp_path / "adapt-text-classification-lora-4242.yaml").is_file()  # the config the nodes read
+
+
+def test_an_emitted_pytorchjob_is_valid_for_the_training_operator(tiny_bert_dir, text_data, tmp_path: Path) -> None:
+    import yaml
+
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({"task": "text_classification", "method": "lora", "backend": "deepspeed",
+                                  "model": {"path": "/workspace/models/bert"}, "data": {"train": "data/train.jsonl"},
+                                  "backend_params": {"num_nodes": 3, "nproc_per_node": 4}}))
+    emitted = run_adapt("launch", "--emit", "kubernetes", "--config", str(config), "--image", "registry.local/adapt:1",
+                        "--namespace", "ml", "--claim", "shared", "--memory", "64Gi", "--set", "output=runs/k8s")
+    assert emitted.returncode == 0, emitted.stderr
+    config_map, job = list(yaml.safe_load_all(emitted.stdout))
+    assert config_map["kind"] == "ConfigMap" and job["kind"] == "PyTorchJob"
+    embedded = yaml.safe_load(config_map["data"]["run.yaml"])
+    assert (embedded["backend"], embedded["output"], embedded["backend_params"]["nproc_per_node"]) == ("deepspeed", "runs/k8s", 4)
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    assert (specs["Master"]["replicas"], specs["Worker"]["replicas"], job["spec"]["nprocPerNode"]) == (1, 2, "4")
+    container = specs["Worker"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": 4, "memory": "64Gi"}
+    assert "backend_params.num_nodes=3" in container["args"][0] and "${PET_NODE_RANK:-$RANK}" in container["args"][0]
+    kubeflow = pytest.importorskip("kubeflow.training.api_client")
+
+    class Response:
+        data = json.dumps(job)
+
+    parsed = kubeflow.ApiClient().deserialize(Response(), "KubeflowOrgV1PyTorchJob")  # the operator's own models
+    assert parsed.spec.pytorch_replica_specs["Worker"].template.spec.containers[0].image == "registry.local/adapt:1"
+    assert parsed.spec.pytorch_replica_specs["Master"].template.spec.volumes[1].persistent_volume_claim.claim_name == "shared"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--emit", "slurm", "--set", "backend=single"], "backend single runs one process"),
+    (["--emit", "kubernetes"], "--image: kubernetes needs the container image"),
+    (["--emit", "pbs"], "--emit: 'pbs' is not slurm or kubernetes"),
+])
+def test_launch_refuses_what_cannot_run_on_a_cluster(extra, message, tiny_bert_dir, text_data, tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({"task": "text_classification", "backend": "ddp", "model": {"path": tiny_bert_dir},
+                                  "data": {"train": text_data["train"]}}))
+    result = run_adapt("launch", "--config", str(config), *extra)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize(("stage", "processes"), [(2, 1), (2, 2), (3, 1), (3, 2)])
