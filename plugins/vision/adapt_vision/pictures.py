@@ -35,11 +35,13 @@ def per_class_ap_figure(per_class: dict[str, float], title: str) -> Any:
 def samples_figure(metric: Any, classes: list[str], threshold: float, palette: list[list[int]] | None = None,
                    count: int = 6) -> Any:
     """Up to ``count`` images of the split: true boxes dashed white, predictions above ``threshold``
-    solid in their class colour."""
+    solid in their class colour (and their masks, for instance segmentation, filled translucent)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import ListedColormap
     from matplotlib.patches import Rectangle
     from PIL import Image
 
@@ -58,9 +60,18 @@ def samples_figure(metric: Any, classes: list[str], threshold: float, palette: l
             x, y, w, h = ann["bbox"]
             ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="white", linestyle="--", linewidth=1.5))
         keep = pred["scores"] >= threshold
-        for box, score, label in zip(pred["bboxes"][keep], pred["scores"][keep], pred["labels"][keep], strict=True):
+        masks = [m for m, kept in zip(pred.get("masks") or [], keep, strict=False) if kept]
+        for i, (box, score, label) in enumerate(zip(pred["bboxes"][keep], pred["scores"][keep], pred["labels"][keep],
+                                                    strict=True)):
             x1, y1, x2, y2 = (float(v) for v in box)
             colour = colours[int(label) % len(colours)]
+            if i < len(masks):
+                from pycocotools import mask as mask_utils
+
+                rle = {**masks[i], "counts": masks[i]["counts"].encode() if isinstance(masks[i]["counts"], str)
+                       else masks[i]["counts"]}  # mmdet's results2json turns counts into text
+                ax.imshow(np.ma.masked_equal(mask_utils.decode(rle), 0), cmap=ListedColormap([colour]), alpha=0.45,
+                          interpolation="nearest")
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=1.5))
             ax.text(x1, y1, f"{classes[int(label)]} {float(score):.2f}", color="black", fontsize=7,
                     bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "linewidth": 0})

@@ -262,9 +262,12 @@ def test_instance_segmentation_trains_masks_and_predicts_rle(coco: dict[str, str
     for name in ("mean_average_precision", "map_50", "segm_mean_average_precision", "segm_map_50", "precision", "recall"):
         assert 0.0 <= test[f"test_{name}"] <= 1.0, name
     assert test["test_segm_map_50"] > 0, test  # 24 iterations find some masks
-    again = run_adapt("evaluate", str(out), "-d", coco["val"])
+    assert (out / "pictures" / "test_samples.png").is_file() and (out / "pictures" / "test_per_class_ap.png").is_file()
+    again = run_adapt("evaluate", str(out), "-d", coco["val"], "--results", str(tmp_path / "evaluation"),
+                      "--set", "task_params.box_score_threshold=0.05")  # masks drawn on the samples
     assert again.returncode == 0, again
     assert again.json()["test_segm_mean_average_precision"] == pytest.approx(test["test_segm_mean_average_precision"])
+    assert "pictures of the test split not drawn" not in again.stderr and (tmp_path / "evaluation" / "pictures" / "test_samples.png").is_file()
 
     predicted = run_adapt("predict", str(out), "-d", coco["val"], "-o", str(tmp_path / "p.jsonl"),
                           "--set", "task_params.box_score_threshold=0.05")
