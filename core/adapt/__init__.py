@@ -31,7 +31,7 @@ from adapt.errors import (
     first_line,
 )
 from adapt.hookspecs import hookimpl
-from adapt.logs import progress_bars
+from adapt.logs import progress_bars, route_library_logger
 from adapt.memory import peak_memory
 from adapt.models import parameter_report
 from adapt.models import read_info as model_info
@@ -48,5 +48,5 @@ __all__ = [
     "PluginError", "Run", "RunInterrupted", "Saver", "StorageError", "Task", "__version__", "confusion_matrix_figure",
     "examples_figure", "first_line", "get_registry", "hookimpl", "literal_optim_args", "majority_class_accuracy",
     "model_info", "optim_args", "parameter_report", "peak_memory", "plot_curves", "progress_bars", "read_table",
-    "require_columns", "run_config_model", "run_from_config", "saved_run", "split_off",
+    "require_columns", "route_library_logger", "run_config_model", "run_from_config", "saved_run", "split_off",
 ]

@@ -64,6 +64,7 @@ def log_to_file(path: Path, rank: int = 0) -> logging.Handler:
     if rank:
         next(h for h in log.handlers if getattr(h, "_adapt", False)).setLevel(logging.WARNING)
     handler = logging.FileHandler(path, encoding="utf-8")
+    handler._adapt_run_file = True  # type: ignore[attr-defined] - found by route_library_logger
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     for name in RUN_LOGGERS:
         logging.getLogger(name).addHandler(handler)
@@ -87,9 +88,28 @@ def _libraries_to_file_only(on: bool) -> None:
     logging.getLogger("py.warnings").propagate = not on
 
 
+_routed: list[logging.Logger] = []  # libraries' own loggers given the run's file handler
+
+
+def route_library_logger(logger: logging.Logger) -> None:
+    """Treat a library's own logger (one outside the logging tree, such as MMEngine's MMLogger) as
+    transformers' is: its records also go to the run's train.log, and its terminal handlers show
+    errors only, unless ADAPT_VERBOSE is set (``adapt train --verbose``)."""
+    for handler in logging.getLogger("adapt").handlers:
+        if getattr(handler, "_adapt_run_file", False) and handler not in logger.handlers:
+            logger.addHandler(handler)
+            _routed.append(logger)
+    if not os.environ.get(VERBOSE_ENV):
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setLevel(max(handler.level, logging.ERROR))
+
+
 def close_file_log(handler: logging.Handler) -> None:
     for name in RUN_LOGGERS:
         logging.getLogger(name).removeHandler(handler)
+    while _routed:
+        _routed.pop().removeHandler(handler)
     handler.close()
     if not os.environ.get(VERBOSE_ENV):
         _libraries_to_file_only(False)

@@ -37,6 +37,7 @@ from adapt import (
     literal_optim_args,
     peak_memory,
     progress_bars,
+    route_library_logger,
 )
 from pydantic import Field
 
@@ -489,11 +490,12 @@ def _runner(run: Any, loaded: Any, cfg: dict[str, Any]) -> Any:
     _distributed(cfg)
     if "strategy" in cfg:  # DeepSpeed, FSDP: MMEngine's FlexibleRunner runs a strategy
         runner = FlexibleRunner(model=loaded.model, **cfg)
-        MMLogger.get_current_instance().addFilter(_drop_known_notices)
-        return runner
-    wrapper = cfg.pop("model_wrapper_cfg", None)  # read by the Runner from its `cfg`
-    runner = Runner(model=loaded.model, **cfg, **({"cfg": {"model_wrapper_cfg": wrapper}} if wrapper else {}))
-    MMLogger.get_current_instance().addFilter(_drop_known_notices)
+    else:
+        wrapper = cfg.pop("model_wrapper_cfg", None)  # read by the Runner from its `cfg`
+        runner = Runner(model=loaded.model, **cfg, **({"cfg": {"model_wrapper_cfg": wrapper}} if wrapper else {}))
+    logger = MMLogger.get_current_instance()
+    logger.addFilter(_drop_known_notices)
+    route_library_logger(logger)  # MMEngine's notices to train.log; its errors still on the terminal
     return runner
 
 

@@ -37,6 +37,8 @@ def _train(coco: dict[str, str], out: Path, method: str, *extra: str) -> None:
                        "--train", coco["train"], "--output", str(out), "--set", f"task_params.checkpoint={coco['checkpoint']}",
                        *COMMON, *extra, timeout=300)
     assert result.returncode == 0, result
+    assert " - mmengine - " not in result.stderr, result.stderr  # MMEngine's notices go to train.log only
+    assert "FileClient" in (out / "train.log").read_text()  # ... where its deprecation notice is
 
 
 def test_trains_evaluates_saves_reloads_and_predicts(coco: dict[str, str], tmp_path: Path) -> None:
