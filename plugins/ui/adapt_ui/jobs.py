@@ -88,7 +88,11 @@ def parse_value(field: Field, text: Any) -> Any:
         return ... if bool(text) == bool(field.default) else bool(text)
     if text is None or (isinstance(text, str) and not text.strip()):
         return ...
-    value = text if field.kind == "choice" else yaml.safe_load(str(text))
+    try:
+        value = text if field.kind == "choice" else yaml.safe_load(str(text))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{field.key}: {str(text)!r} is not a value ({str(exc).splitlines()[0]}); "
+                         "write it as in a YAML config (4, 1e-4, [query, value], true)") from None
     if field.kind == "choice" and str(field.default) == str(value):
         return ...
     if field.kind != "choice" and value == field.default:
@@ -122,7 +126,10 @@ def build_config(task: str, method: str, model: str, train: str, validation: str
         if "=" not in line:
             raise ValueError(f"extra settings: {line!r} is not key=value (e.g. training.warmup_steps=0.1)")
         key, _, text = line.partition("=")
-        _set(config, key.strip(), yaml.safe_load(text) if text.strip() else None)
+        try:
+            _set(config, key.strip(), yaml.safe_load(text) if text.strip() else None)
+        except yaml.YAMLError:
+            raise ValueError(f"extra settings: {line!r}: the value is not YAML (e.g. 0.1, [a, b], true)") from None
     return config
 
 

@@ -42,6 +42,8 @@ def test_the_form_becomes_a_config_of_what_differs_from_the_defaults() -> None:
                       "data": {"train": "t.jsonl"}, "method_params": {"r": 4, "target_modules": ["query", "value"]},
                       "training": {"gradient_checkpointing": True, "warmup_steps": 0.1},
                       "task_params": {"label_column": "y"}}
+    with pytest.raises(ValueError, match=r"method_params.target_modules: '\[query,' is not a value"):
+        jobs.build_config("text_classification", "lora", "m", "t.jsonl", values={"method_params.target_modules": "[query,"})
     with pytest.raises(ValueError, match="not key=value"):
         jobs.build_config("text_classification", "lora", "m", "t.jsonl", extra="training.warmup_steps")
 
