@@ -9,7 +9,7 @@ import yaml
 from adapt.config import TrainingConfig
 from adapt.testing import run_adapt
 
-HEAVY = ("torch", "transformers", "peft", "datasets")
+HEAVY = ("torch", "transformers", "peft", "datasets", "gradio", "mmengine", "deepspeed")
 
 
 def _imported_after(*args: str) -> set[str]:
