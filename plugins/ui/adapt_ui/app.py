@@ -145,11 +145,15 @@ def build(runs_root: Path) -> gr.Blocks:
             metrics = gr.Code(language="json", label="metrics.json", elem_id="run-metrics")
             gallery = gr.Gallery(label="Pictures", elem_id="run-pictures", columns=2, height="auto")
             config = gr.Code(language="yaml", label="config.yaml", elem_id="run-config")
+            with gr.Accordion("Tracked runs (the MLflow store of adapt runs)", open=False, elem_id="tracked"):
+                tracked_note = gr.Markdown(elem_id="tracked-note")
+                tracked = gr.Dataframe(headers=list(jobs.TRACKED_COLUMNS), interactive=False, elem_id="tracked-table")
 
-            def on_reload() -> tuple[Any, Any]:
+            def on_reload() -> tuple[Any, Any, Any, str]:
                 found = jobs.list_runs(runs_root)
                 rows = [[r[k] for k in ("name", "task", "method", "state", "metric")] for r in found]
-                return gr.update(choices=[r["name"] for r in found]), rows
+                in_store, note = jobs.tracked_runs()
+                return gr.update(choices=[r["name"] for r in found]), rows, in_store, note
 
             def on_choose(run_name: str) -> tuple[str, list[str], str]:
                 folder = runs_root / (run_name or "")
@@ -160,10 +164,9 @@ def build(runs_root: Path) -> gr.Blocks:
                         jobs.pictures(folder),
                         config_file.read_text(encoding="utf-8") if config_file.is_file() else "")
 
-            reload_button.click(on_reload, None, [chosen, table])
+            reload_button.click(on_reload, None, [chosen, table, tracked, tracked_note])
             chosen.change(on_choose, chosen, [metrics, gallery, config])
-            app.load(on_reload, None, [chosen, table])
-            runs_tab.select(on_reload, None, [chosen, table])
+            runs_tab.select(on_reload, None, [chosen, table, tracked, tracked_note])
 
         with gr.Tab("Compare", id="compare") as compare_tab:
             several = gr.Dropdown(run_names(), multiselect=True, label="Runs (one task)", elem_id="compare-choice")

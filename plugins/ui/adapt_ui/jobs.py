@@ -268,6 +268,27 @@ def curves(folder: Path, png: Path) -> Path | None:
     return png if plot_curves(metrics, png) else None
 
 
+TRACKED_COLUMNS = ("name", "status", "started", "task", "method", "output", "metric")
+
+
+def tracked_runs(limit: int = 50) -> tuple[list[list[Any]], str]:
+    """The runs of the tracking store (``adapt runs --json``: adapt-mlflow's default store, or
+    MLFLOW_TRACKING_URI), newest first, as table rows; and a note when there are none to show."""
+    code, out, err = run_command("runs", "--json", "--limit", str(limit))
+    if code != 0:
+        message = err.strip().splitlines()[-1] if err.strip() else f"exit {code}"
+        if "No such command" in err:
+            message = "no tracking store: install adapt-mlflow to track every run"
+        return [], message
+    rows = []
+    for run in json.loads(out):
+        headline = next(((k, v) for k, v in (run.get("metrics") or {}).items() if k.startswith("test_")), None) \
+            or next(iter((run.get("metrics") or {}).items()), None)
+        rows.append([run.get("name"), run.get("status"), run.get("started"), run.get("task"), run.get("method"),
+                     run.get("output"), f"{headline[0]} {headline[1]:.4f}" if headline else ""])
+    return rows, "" if rows else "no tracked runs yet"
+
+
 def pictures(folder: Path) -> list[str]:
     """The run's pictures: curves.png and the tasks' (pictures/*.png, e.g. a confusion matrix)."""
     return [str(p) for p in [folder / "curves.png", *sorted((folder / "pictures").glob("*.png"))] if p.is_file()]

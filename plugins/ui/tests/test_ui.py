@@ -53,6 +53,10 @@ def test_a_stopped_run_saves_a_checkpoint_and_says_how_to_resume(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in QUIET.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.delenv("ADAPT_DISABLE_PLUGINS")  # tracked: the Runs tab lists the tracking store too
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)  # the default store, sqlite:///mlflow.db, of the app's folder
+    assert jobs.tracked_runs()[0] == [] and "no tracking store" in jobs.tracked_runs()[1]
     config = jobs.build_config("text_classification", "lora", tiny["model"], tiny["train"], tiny["validation"],
                                extra="training.max_steps=100000\ntraining.logging_steps=1\n"
                                      "training.per_device_train_batch_size=2")
@@ -69,8 +73,16 @@ def test_a_stopped_run_saves_a_checkpoint_and_says_how_to_resume(tmp_path: Path,
     assert list((job.output / "checkpoints").glob("checkpoint-*")), job.log()
     assert [r["state"] for r in jobs.list_runs(tmp_path / "runs")] == ["interrupted"]
     assert jobs.curves(job.output, tmp_path / "c.png") == tmp_path / "c.png"
+    (tracked,), note = jobs.tracked_runs()
+    assert note == "" and tracked[jobs.TRACKED_COLUMNS.index("output")] == str(job.output.resolve())
+    assert tracked[jobs.TRACKED_COLUMNS.index("status")] == "KILLED", tracked  # interrupted
     with pytest.raises(ValueError, match="already holds a run"):
         jobs.start(tmp_path / "runs", config, "long")
+
+
+def test_without_adapt_mlflow_the_tracked_runs_say_how_to_get_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADAPT_DISABLE_PLUGINS", "mlflow")
+    assert jobs.tracked_runs() == ([], "no tracking store: install adapt-mlflow to track every run")
 
 
 def test_ui_refuses_bad_options(tmp_path: Path) -> None:
@@ -183,6 +195,8 @@ def test_the_app_in_a_browser_trains_shows_compares_and_predicts(tmp_path: Path,
         wait.until(lambda b: "test_accuracy" in text("run-metrics"))
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#run-pictures img")) >= 2)  # curves, confusion matrix
         assert "cli-ssf" in text("runs-table") and "finished" in text("runs-table")
+        browser.find_element(By.CSS_SELECTOR, "#tracked button").click()  # open the accordion
+        wait.until(lambda b: "install adapt-mlflow" in b.find_element(By.ID, "tracked-note").text)
 
         tab("Compare")
         box = field("compare-choice")
