@@ -32,18 +32,9 @@ def _results_to_stdout() -> Iterator[None]:
 
 
 def _build_config(config: Path | None, flags: dict[str, Any], overrides: list[str]) -> tuple[Any, str | None]:
-    from adapt.config import apply_override, parse_config, read_yaml, set_dotted
+    from adapt.config import build_config
 
-    data = read_yaml(config) if config else {}
-    for key, value in flags.items():
-        if value is not None and value != []:
-            set_dotted(data, key, value)
-    for assignment in overrides or []:
-        apply_override(data, assignment)
-    if "task" not in data:
-        raise ConfigError("no task: give --task (e.g. text_classification) or `task:` in --config; "
-                          "`adapt plugins` lists the installed tasks")
-    return parse_config(data, str(config) if config else None), str(config) if config else None
+    return build_config(config, flags, overrides), str(config) if config else None
 
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Run config YAML.")]

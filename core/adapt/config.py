@@ -445,6 +445,22 @@ def _provider(loc: tuple[Any, ...]) -> str | None:
                  if key in KNOWN_PROVIDERS["config"]), None)
 
 
+def build_config(path: str | Path | None, flags: dict[str, Any] | None = None,
+                 overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """A run config from a file (or none), direct flags (dotted keys; None / [] left out) and
+    ``--set`` overrides, in that order of precedence: what adapt train / plan / validate read."""
+    data = read_yaml(path) if path else {}
+    for key, value in (flags or {}).items():
+        if value is not None and value != []:
+            set_dotted(data, key, value)
+    for assignment in overrides or ():
+        apply_override(data, assignment)
+    if "task" not in data:
+        raise ConfigError("no task: give --task (e.g. text_classification) or `task:` in --config; "
+                          "`adapt plugins` lists the installed tasks")
+    return parse_config(data, str(path) if path else None)
+
+
 def parse_config(data: dict[str, Any], source: str | None = None, registry: Registry | None = None) -> RunConfig:
     """Validate the core sections and the keys the installed packs add; raises ConfigError with
     every problem found (a PluginError where a key belongs to a pack that is not installed)."""

@@ -15,8 +15,8 @@ from adapt.config import (
     RunConfig,
     TrainingConfig,
     apply_override,
+    build_config,
     parse_config,
-    read_yaml,
     run_config_model,
     validate_params,
 )
@@ -65,10 +65,7 @@ def resolve(config: RunConfig, registry: Registry | None = None, source: str | N
 def run_from_config(path: str | Path, overrides: Sequence[str] = (), purpose: str = "validate") -> Run:
     """The resolved Run of a config file with ``--set`` style overrides, as ``adapt train`` builds
     it, without running anything (for tools that emit or check runs: adapt launch, adapt ui)."""
-    data = read_yaml(path)
-    for assignment in overrides:
-        apply_override(data, assignment)
-    return resolve(parse_config(data, str(path)), source=str(path), purpose=purpose)
+    return resolve(build_config(path, overrides=tuple(overrides)), source=str(path), purpose=purpose)
 
 
 def training_defaults(task: Any, method: Any, kind: str | None) -> dict[str, tuple[Any, str]]:

@@ -20,8 +20,9 @@ import typer
 import yaml
 from adapt import ConfigError, run_from_config
 
+from adapt_backends.launch import MULTI_NODE_PORT
+
 DISTRIBUTED = ("ddp", "fsdp", "deepspeed")
-PORT = 29500
 
 
 def node_command(config: str, nodes: str, node_rank: str, endpoint: str, job_id: str, adapt: str = "adapt") -> str:
@@ -67,7 +68,7 @@ def slurm_script(run: Any, partition: str | None, time_limit: str, gpus_per_node
         "set -euo pipefail",
         'export ADAPT_CONFIG="${ADAPT_CONFIG:-${SLURM_SUBMIT_DIR:-$PWD}/' + name + '-${SLURM_JOB_ID}.yaml}"',
         'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
-        f'export MASTER_PORT="${{MASTER_PORT:-{p.master_port or PORT}}}"',
+        f'export MASTER_PORT="${{MASTER_PORT:-{p.master_port or MULTI_NODE_PORT}}}"',
         'export ADAPT="${ADAPT:-adapt}"  # the adapt command on the nodes (e.g. a venv\'s bin/adapt)',
         "cat > \"$ADAPT_CONFIG\" <<'ADAPT_RUN_CONFIG'",
         yaml.safe_dump(config, sort_keys=False).rstrip(),

@@ -19,6 +19,7 @@ from adapt import AdaptError, ConfigError, Params, RunInterrupted
 from pydantic import AliasChoices, Field
 
 log = logging.getLogger("adapt")
+MULTI_NODE_PORT = 29500  # node 0's port when several nodes meet and none is given (torchrun's default)
 
 
 class LaunchParams(Params):
@@ -50,7 +51,7 @@ def _torchrun_has(option: str) -> bool:
 def torchrun_args(p: LaunchParams, config_path: str) -> list[str]:
     from torch.distributed.elastic.utils.distributed import get_free_port
 
-    port = p.master_port or (get_free_port() if p.num_nodes == 1 else 29500)
+    port = p.master_port or (get_free_port() if p.num_nodes == 1 else MULTI_NODE_PORT)
     args = ["--nproc_per_node", str(p.nproc_per_node), "--nnodes", str(p.num_nodes), "--max_restarts", "0",
             "--rdzv_backend", p.rdzv_backend]
     if _torchrun_has("--shutdown-timeout"):  # torch >= 2.12; before, workers get torchrun's fixed 30 s
