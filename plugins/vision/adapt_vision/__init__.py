@@ -1,5 +1,5 @@
-"""adapt-vision: image classification (HF Trainer), mmdet / mmpose tasks and the MMEngine engine
-they run on."""
+"""adapt-vision: image classification (HF Trainer), mmdet / mmpose / mmseg tasks and the MMEngine
+engine they run on."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from adapt_vision.detection import InstanceSegmentation, ObjectDetection
 from adapt_vision.engine import MMEngineEngine
 from adapt_vision.image_classification import ImageClassification, ImageClassificationMultilabel
 from adapt_vision.pose import PoseDetection
+from adapt_vision.segmentation import SemanticSegmentation
 
-TASKS = (ImageClassification, ImageClassificationMultilabel, ObjectDetection, InstanceSegmentation, PoseDetection)
+TASKS = (ImageClassification, ImageClassificationMultilabel, ObjectDetection, InstanceSegmentation, PoseDetection,
+         SemanticSegmentation)
 
 
 @hookimpl

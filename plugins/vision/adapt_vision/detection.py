@@ -129,13 +129,13 @@ class ObjectDetection(OpenMMLabTask):
         """AP per class (masks' where there are masks) and a few images of the split with their
         true boxes (dashed) beside the predicted ones (``predictions``: the MMEngine test evaluator)."""
         from adapt_vision.metrics import AdaptCocoMetric
-        from adapt_vision.pictures import per_class_ap_figure, samples_figure
+        from adapt_vision.pictures import per_class_figure, samples_figure
 
         metric = next((m for m in getattr(predictions, "metrics", []) if isinstance(m, AdaptCocoMetric)), None)
         if metric is None or not metric.last_results:
             return {}
         kind = "mask" if self.masks else "box"
-        return {"per_class_ap": per_class_ap_figure(metric.per_class_ap, f"{kind} AP per class (IoU 0.50:0.95)"),
+        return {"per_class_ap": per_class_figure(metric.per_class_ap, f"{kind} AP per class (IoU 0.50:0.95)"),
                 "samples": samples_figure(metric, list(loaded.meta["classes"]), run.task_params.box_score_threshold,
                                           run.task_params.palette)}
 

@@ -78,6 +78,9 @@ class OpenMMLabTask(Task):
 
         # mmengine 0.10.7 imports pkg_resources (hence setuptools<81), which warns it is deprecated
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        # mmseg's losses warn that they keep their default (averaging over ignored pixels too) at every build
+        warnings.filterwarnings("ignore", message="Default ``avg_non_ignore`` is False", category=UserWarning)
+        warnings.filterwarnings("ignore", message="``build_loss`` would be deprecated", category=UserWarning)
 
         from adapt_vision import timm_backbone
 
@@ -180,7 +183,7 @@ class OpenMMLabTask(Task):
                 if init:
                     model.init_weights()
         except Exception as exc:
-            downloads = _pretrained(model_cfg) if _is_download_error(exc) else []
+            downloads = list(dict.fromkeys(_pretrained(model_cfg))) if _is_download_error(exc) else []
             if downloads:
                 raise ModelError(_download_help(source, downloads, exc)) from None
             raise ModelError(f"model {source} could not be built for {self.name.replace('_', ' ')}: "
@@ -205,14 +208,14 @@ class OpenMMLabTask(Task):
     def head_modules(self, model: Any) -> list[str]:
         """The predictors (see :meth:`predictors`): what every method trains in full; the heads'
         shared layers are adapted by the method like the backbone and neck. The whole heads for a
-        model this task did not build, or one whose config cannot be built on the meta device."""
+        model this task did not build, or one whose config cannot be built again."""
         built = _BUILT.get(model)
         found = self.predictors(model, *built) if built is not None else None
         return found if found is not None else [name for name in self.head_names if hasattr(model, name)]
 
     def predictors(self, model: Any, cfg: Any, meta: dict[str, Any], params: Any) -> list[str] | None:
         """Layers whose shape depends on the data (classes, keypoints), found by building the
-        config for one more class / keypoint on the meta device and comparing shapes, plus
+        config for one more class / keypoint (on the meta device where it can) and comparing shapes, plus
         the box predictors beside each class predictor: the layers PEFT trains in full."""
         import torch
 
@@ -220,10 +223,15 @@ class OpenMMLabTask(Task):
         other = copy.deepcopy(cfg)
         self.shape_config(other, bigger, params)
         _drop_pretrained(other.model)
-        try:
-            with torch.device("meta"):
-                shapes = {n: p.shape for n, p in self.build(other.model, "", init=False).named_parameters()}
-        except ModelError:
+        shapes = None
+        for device in ("meta", "cpu"):  # meta: no memory; some models compute with tensors while they build
+            try:
+                with torch.device(device):
+                    shapes = {n: p.shape for n, p in self.build(other.model, "", init=False).named_parameters()}
+                break
+            except ModelError:
+                continue
+        if shapes is None:
             return None
         modules = dict(model.named_modules())
         found = sorted({name.rsplit(".", 1)[0] for name, p in model.named_parameters()
@@ -388,10 +396,12 @@ def load_weights(model: Any, path: str) -> None:
 
 
 def _pretrained(cfg: Any) -> list[str]:
-    """The checkpoints a config's ``init_cfg=dict(type='Pretrained', checkpoint=...)`` entries load."""
+    """The checkpoints a config's ``init_cfg=dict(type='Pretrained', checkpoint=...)`` entries load
+    (and mmseg's ``pretrained='open-mmlab://...'``, which its segmentors turn into one)."""
     if isinstance(cfg, dict):
         init = cfg.get("init_cfg")
         own = [init["checkpoint"]] if isinstance(init, dict) and init.get("type") == "Pretrained" else []
+        own += [cfg["pretrained"]] if isinstance(cfg.get("pretrained"), str) else []
         return own + [c for v in cfg.values() for c in _pretrained(v)]
     return [c for v in cfg for c in _pretrained(v)] if isinstance(cfg, list) else []
 
@@ -440,11 +450,14 @@ def _download_help(source: str, checkpoints: list[str], exc: BaseException) -> s
 
 
 def _drop_pretrained(cfg: Any) -> None:
-    """Remove ``init_cfg=dict(type='Pretrained', ...)`` entries (they download weights)."""
+    """Remove ``init_cfg=dict(type='Pretrained', ...)`` and ``pretrained='...'`` entries (they
+    download weights)."""
     if isinstance(cfg, dict):
         init = cfg.get("init_cfg")
         if isinstance(init, dict) and init.get("type") == "Pretrained":
             cfg["init_cfg"] = None
+        if isinstance(cfg.get("pretrained"), str):
+            cfg["pretrained"] = None
         for value in cfg.values():
             _drop_pretrained(value)
     elif isinstance(cfg, list):

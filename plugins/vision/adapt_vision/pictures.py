@@ -1,5 +1,6 @@
-"""Pictures of a detector's evaluation: AP per class, and sample images with the true boxes
-(dashed) beside the predicted ones (solid, with class and score)."""
+"""Pictures of an evaluation: a score per class (detectors' AP, segmentation's IoU), and sample
+images with the truth beside the predictions (boxes: dashed true, solid predicted with class and
+score; masks: true and predicted label maps side by side)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 from adapt_vision.draw import DEFAULT_PALETTE
 
 
-def per_class_ap_figure(per_class: dict[str, float], title: str) -> Any:
-    """A bar per class; classes with no ground truth in the split are marked, not drawn as 0."""
+def per_class_figure(per_class: dict[str, float], title: str, quantity: str = "AP",
+                     absent: str = "no ground truth") -> Any:
+    """A bar per class of ``quantity`` (0 to 1); classes without a value (NaN: nothing of them in
+    the split) are marked ``absent``, not drawn as 0."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,11 +25,11 @@ def per_class_ap_figure(per_class: dict[str, float], title: str) -> Any:
     fig, ax = plt.subplots(figsize=(7, max(2.0, 0.3 * len(names) + 1)))
     ax.barh(names, values, color="#3a7bd5")
     for i, v in enumerate(per_class.values()):
-        ax.text((0 if math.isnan(v) else v) + 0.01, i, "no ground truth" if math.isnan(v) else f"{v:.3f}",
+        ax.text((0 if math.isnan(v) else v) + 0.01, i, absent if math.isnan(v) else f"{v:.3f}",
                 va="center", fontsize=8)
     ax.set_xlim(0, 1.1)
     ax.invert_yaxis()
-    ax.set_xlabel("AP")
+    ax.set_xlabel(quantity)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -79,4 +82,39 @@ def samples_figure(metric: Any, classes: list[str], threshold: float, palette: l
                      f"{len(coco.get_ann_ids(img_ids=[pred['img_id']]))} true", fontsize=8)
     fig.suptitle(f"dashed: ground truth; solid: predictions scored >= {threshold}", fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def masks_figure(samples: list[tuple[str, Any, Any]], classes: list[str], palette: list[list[int]],
+                 ignore_index: int = 255) -> Any:
+    """A row per (image path, true label map, predicted label map): the image, the true classes
+    and the predicted ones in the class colours (ignored pixels black), with a legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.patches import Patch
+    from PIL import Image
+
+    colours = np.array([*palette, [0, 0, 0]], dtype=np.uint8)  # the last: ignored pixels
+
+    def coloured(labels: Any) -> Any:
+        labels = np.asarray(labels).astype(np.int64)
+        return colours[np.where((labels == ignore_index) | (labels >= len(palette)), len(palette), labels)]
+
+    fig, axes = plt.subplots(len(samples), 3, figsize=(9, 3 * len(samples)), squeeze=False)
+    for row, (path, truth, predicted) in zip(axes, samples, strict=True):
+        with Image.open(path) as image:
+            row[0].imshow(image.convert("RGB").resize(np.asarray(truth).shape[::-1]))
+        row[0].set_title(Path(path).name, fontsize=8)
+        row[1].imshow(coloured(truth), interpolation="nearest")
+        row[1].set_title("true", fontsize=8)
+        row[2].imshow(coloured(predicted), interpolation="nearest")
+        row[2].set_title("predicted", fontsize=8)
+        for ax in row:
+            ax.axis("off")
+    fig.legend(handles=[Patch(color=np.array(c) / 255, label=name) for name, c in zip(classes, palette, strict=True)],
+               loc="lower center", ncol=min(6, len(classes)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 / len(samples) + 0.02, 1, 1))
     return fig

@@ -117,3 +117,54 @@ def detection_splits(root: Path, config: str) -> dict[str, str]:
     data["checkpoint"] = str(root / "pretrained.pth")
     torch.save({"state_dict": model.state_dict(), "meta": {"note": "random weights for tests"}}, data["checkpoint"])
     return data
+
+
+def segmentation_folders(root: Path, split: str, n_images: int, seed: int = 0, size: tuple[int, int] = (64, 48),
+                         classes: tuple[str, ...] = ("background", "red", "green", "blue")) -> Path:
+    """mmseg's layout: images/NAME.jpg, labels/NAME.png (pixel value = class index, 0 the background)
+    and splits/SPLIT.txt listing the names; each image has 1-3 filled rectangles or ellipses."""
+    rng = random.Random(seed)
+    for folder in ("images", "labels", "splits"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    names = []
+    for index in range(n_images):
+        image = _canvas(rng, size)
+        mask = Image.new("L", size, 0)
+        for _ in range(rng.randint(1, 3)):
+            label = rng.randrange(1, len(classes))
+            w, h = rng.randint(size[0] // 4, size[0] // 2), rng.randint(size[1] // 4, size[1] // 2)
+            x, y = rng.randint(0, size[0] - w - 1), rng.randint(0, size[1] - h - 1)
+            shape = ImageDraw.Draw(image).ellipse if rng.random() < 0.5 else ImageDraw.Draw(image).rectangle
+            shape((x, y, x + w, y + h), fill=COLOURS[classes[label]])
+            (ImageDraw.Draw(mask).ellipse if shape.__name__ == "ellipse" else ImageDraw.Draw(mask).rectangle)(
+                (x, y, x + w, y + h), fill=label)
+        name = f"{split}_{seed}_{index}"
+        image.save(root / "images" / f"{name}.jpg", quality=95)
+        mask.save(root / "labels" / f"{name}.png")
+        names.append(name)
+    path = root / "splits" / f"{split}.txt"
+    path.write_text("\n".join(names) + "\n")
+    return path
+
+
+def segmentation_splits(root: Path, config: str) -> dict[str, str]:
+    """Drawn mmseg splits (16 train, 6 val images) and a 'pretrained' checkpoint of the segmentor
+    ``config`` (random weights, seeded, saved once)."""
+    import torch
+    from adapt_vision.segmentation import SemanticSegmentation
+    from mmengine.config import Config
+
+    data = {"train": str(segmentation_folders(root, "train", 16, seed=1)),
+            "val": str(segmentation_folders(root, "val", 6, seed=2))}
+    task = SemanticSegmentation()
+    task.setup()
+    cfg = Config.fromfile(config)
+    task.shape_config(cfg, {"classes": list(SEGMENTATION_CLASSES)})
+    torch.manual_seed(0)
+    model = task.build(cfg.model, config)
+    data["checkpoint"] = str(root / "pretrained.pth")
+    torch.save({"state_dict": model.state_dict(), "meta": {"note": "random weights for tests"}}, data["checkpoint"])
+    return data
+
+
+SEGMENTATION_CLASSES = ("background", "red", "green", "blue")
