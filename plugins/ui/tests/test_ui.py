@@ -3,21 +3,15 @@ whole app in a real browser (headless Chromium driven by Selenium, every request
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
+import functools
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from adapt.testing import free_port, run_adapt, text_classification_data, tiny_bert
 from adapt_ui import jobs
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-QUIET = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-         "ADAPT_DISABLE_PLUGINS": "mlflow"}
+from adapt_ui import testing as ui
+from adapt_ui.testing import QUIET, browser, need_browser, requests_outside, served
 
 
 @pytest.fixture(scope="module")
@@ -95,139 +89,81 @@ def test_ui_refuses_bad_options(tmp_path: Path) -> None:
     assert result.returncode == 2 and "--port: 70000" in result.stderr
 
 
-def _browser():  # noqa: ANN202 - selenium's type, imported here
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,2400",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):  # any other host fails: no CDN
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-
-
-def _need_browser() -> None:
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("selenium (pip install 'adapt-ui[test]')")
-    if missing:
-        if os.environ.get("ADAPT_REQUIRE_BROWSER"):
-            pytest.fail(f"the browser test needs {', '.join(missing)}: `make browser` installs Chromium")
-        pytest.skip(f"no {', '.join(missing)} (Debian: apt-get install chromium chromium-driver)")
-
-
 @pytest.mark.slow
 def test_the_app_in_a_browser_trains_shows_compares_and_predicts(tmp_path: Path, tiny: dict[str, str]) -> None:
-    _need_browser()
+    need_browser()
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     runs = tmp_path / "runs"
-    env = {**os.environ, **QUIET}
     other = run_adapt("train", "--task", "text_classification", "--method", "ssf", "--model", tiny["model"],
                       "--train", tiny["train"], "--test", tiny["test"], "--output", str(runs / "cli-ssf"),
                       "--set", "training.num_train_epochs=1", env=QUIET)
     assert other.returncode == 0, other.stderr
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "adapt", "ui", "--runs", str(runs), "--port", str(port)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    browser = None
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, server.stdout.read() if server.poll() else "no server"
-                time.sleep(0.5)
-        browser = _browser()
-        browser.get(url)
-        wait = WebDriverWait(browser, 60)
+    driver = None
+    with served(runs, free_port()) as url:
+        try:
+            driver = browser()
+            driver.get(url)
+            wait = WebDriverWait(driver, 60)
 
-        def field(element_id: str):  # noqa: ANN202
-            return wait.until(lambda b: b.find_element(By.CSS_SELECTOR, f"#{element_id} textarea, #{element_id} input"))
+            field, text, choose, tab = (functools.partial(f, driver) for f in (ui.field, ui.text, ui.choose, ui.tab))
 
-        def text(element_id: str) -> str:
-            return browser.find_element(By.ID, element_id).text
+            choose("task", "text_classification")
+            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#field-task-params-text-column input"))
+            for element_id, value in (("model", tiny["model"]), ("train-data", tiny["train"]),
+                                      ("validation-data", tiny["validation"]), ("test-data", tiny["test"]),
+                                      ("run-name", "ui-run"), ("field-method-params-r", "4"),
+                                      ("extra", "training.num_train_epochs=2\ntraining.logging_steps=2")):
+                field(element_id).send_keys(value)
+            driver.find_element(By.ID, "plan-button").click()
+            wait.until(lambda b: "trainable_parameters" in text("plan"))
+            assert '"method": "lora"' in text("plan")
 
-        def choose(element_id: str, value: str) -> None:
-            box = field(element_id)
-            box.click()
-            box.send_keys(Keys.CONTROL, "a")
-            box.send_keys(value)
-            time.sleep(0.3)
-            box.send_keys(Keys.ENTER)
-            time.sleep(0.3)
+            driver.find_element(By.ID, "start-button").click()
+            WebDriverWait(driver, 240).until(lambda b: any(s in field("status").get_attribute("value")
+                                                            for s in ("finished", "failed")))
+            assert field("status").get_attribute("value") == "ui-run: finished", field("log").get_attribute("value")
+            assert "test_accuracy" in field("log").get_attribute("value")
+            config = (runs / "ui-run" / "config.yaml").read_text()
+            assert "r: 4" in config and "num_train_epochs: 2" in config
+            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#curves img"))
 
-        def tab(label: str) -> None:
-            next(b for b in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]") if b.text.strip() == label).click()
-            time.sleep(1)
+            tab("Runs")
+            choose("run-choice", "ui-run")
+            wait.until(lambda b: "test_accuracy" in text("run-metrics"))
+            wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#run-pictures img")) >= 2)  # curves, confusion matrix
+            assert "cli-ssf" in text("runs-table") and "finished" in text("runs-table")
+            driver.find_element(By.CSS_SELECTOR, "#tracked button").click()  # open the accordion
+            wait.until(lambda b: "install adapt-mlflow" in b.find_element(By.ID, "tracked-note").text)
 
-        choose("task", "text_classification")
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#field-task-params-text-column input"))
-        for element_id, value in (("model", tiny["model"]), ("train-data", tiny["train"]),
-                                  ("validation-data", tiny["validation"]), ("test-data", tiny["test"]),
-                                  ("run-name", "ui-run"), ("field-method-params-r", "4"),
-                                  ("extra", "training.num_train_epochs=2\ntraining.logging_steps=2")):
-            field(element_id).send_keys(value)
-        browser.find_element(By.ID, "plan-button").click()
-        wait.until(lambda b: "trainable_parameters" in text("plan"))
-        assert '"method": "lora"' in text("plan")
+            tab("Compare")
+            box = field("compare-choice")
+            for name in ("ui-run", "cli-ssf"):
+                box.click()
+                box.send_keys(name)
+                time.sleep(0.3)
+                box.send_keys(Keys.ENTER)
+                time.sleep(0.3)
+            box.send_keys(Keys.ESCAPE)
+            time.sleep(0.5)
+            driver.find_element(By.ID, "compare-button").click()
+            wait.until(lambda b: "best test_accuracy" in text("comparison"))
+            assert "lora" in text("comparison") and "ssf" in text("comparison")
 
-        browser.find_element(By.ID, "start-button").click()
-        WebDriverWait(browser, 240).until(lambda b: any(s in field("status").get_attribute("value")
-                                                        for s in ("finished", "failed")))
-        assert field("status").get_attribute("value") == "ui-run: finished", field("log").get_attribute("value")
-        assert "test_accuracy" in field("log").get_attribute("value")
-        config = (runs / "ui-run" / "config.yaml").read_text()
-        assert "r: 4" in config and "num_train_epochs: 2" in config
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#curves img"))
+            tab("Try")
+            choose("try-choice", "ui-run")
+            field("try-text").send_keys("the match went to extra time")
+            driver.find_element(By.ID, "try-text-button").click()
+            wait.until(lambda b: '"label"' in text("try-prediction") or "failed" in text("try-prediction"))
+            assert '"scores"' in text("try-prediction"), text("try-prediction")
 
-        tab("Runs")
-        choose("run-choice", "ui-run")
-        wait.until(lambda b: "test_accuracy" in text("run-metrics"))
-        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#run-pictures img")) >= 2)  # curves, confusion matrix
-        assert "cli-ssf" in text("runs-table") and "finished" in text("runs-table")
-        browser.find_element(By.CSS_SELECTOR, "#tracked button").click()  # open the accordion
-        wait.until(lambda b: "install adapt-mlflow" in b.find_element(By.ID, "tracked-note").text)
-
-        tab("Compare")
-        box = field("compare-choice")
-        for name in ("ui-run", "cli-ssf"):
-            box.click()
-            box.send_keys(name)
-            time.sleep(0.3)
-            box.send_keys(Keys.ENTER)
-            time.sleep(0.3)
-        box.send_keys(Keys.ESCAPE)
-        time.sleep(0.5)
-        browser.find_element(By.ID, "compare-button").click()
-        wait.until(lambda b: "best test_accuracy" in text("comparison"))
-        assert "lora" in text("comparison") and "ssf" in text("comparison")
-
-        tab("Try")
-        choose("try-choice", "ui-run")
-        field("try-text").send_keys("the match went to extra time")
-        browser.find_element(By.ID, "try-text-button").click()
-        wait.until(lambda b: '"label"' in text("try-prediction") or "failed" in text("try-prediction"))
-        assert '"scores"' in text("try-prediction"), text("try-prediction")
-
-        outside = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)"
-                                         ".filter(n => !n.startsWith('http://127.0.0.1'))")
-        assert outside == []
-    except Exception:
-        if browser is not None:
-            browser.save_screenshot(str(tmp_path / "failure.png"))  # kept: the test failed
-        raise
-    finally:
-        if browser is not None:
-            browser.quit()
-        server.terminate()
-        server.wait(timeout=30)
+            assert requests_outside(driver) == []
+        except Exception:
+            if driver is not None:
+                driver.save_screenshot(str(tmp_path / "failure.png"))  # kept: the test failed
+            raise
+        finally:
+            if driver is not None:
+                driver.quit()

@@ -4,8 +4,9 @@ OpenMMLab ships compiled mmcv wheels only on its own site, and building mmcv fro
 about an hour; mmcv-lite has the same Python code without ``mmcv._ext``. :func:`install` puts
 this module in its place when no compiled mmcv is importable. It provides what the supported
 model families call (nms, and through it batched nms; roi_align forward and backward, average
-mode) with torchvision's ops, which compute the same thing; every other op raises an error that
-names it and says what to install.
+mode) with torchvision's ops, which compute the same thing; multi-scale deformable attention
+takes mmcv's own PyTorch path on every device; every other op raises an error that names it and
+says what to install.
 """
 
 from __future__ import annotations
@@ -94,4 +95,9 @@ def install() -> bool:
     for name in PROVIDED:
         setattr(ext, name, globals()[name])
     sys.modules["mmcv._ext"] = ext
+    # multi-scale deformable attention (Deformable DETR, DINO, Mask2Former) has a PyTorch path
+    # (grid_sample) that mmcv takes off CUDA: take it on CUDA too, instead of the compiled op
+    from mmcv.ops import multi_scale_deform_attn
+
+    multi_scale_deform_attn.IS_CUDA_AVAILABLE = False
     return True

@@ -118,3 +118,42 @@ def masks_figure(samples: list[tuple[str, Any, Any]], classes: list[str], palett
                loc="lower center", ncol=min(6, len(classes)), fontsize=8)
     fig.tight_layout(rect=(0, 0.06 / len(samples) + 0.02, 1, 1))
     return fig
+
+
+def keypoints_figure(samples: list[dict[str, Any]], names: list[str], skeleton: list[list[int]],
+                     threshold: float) -> Any:
+    """Each instance's box (dashed), true keypoints (white rings) and predicted ones scored above
+    ``threshold`` (dots in the keypoint's colour, joined by the skeleton)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.patches import Rectangle
+    from PIL import Image
+
+    colours = [tuple(c / 255 for c in DEFAULT_PALETTE[i % len(DEFAULT_PALETTE)]) for i in range(len(names))]
+    columns = min(3, len(samples))
+    rows = math.ceil(len(samples) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, sample in zip(axes.ravel(), samples, strict=False):
+        with Image.open(sample["img_path"]) as image:
+            ax.imshow(image.convert("RGB"))
+        if sample["bbox"]:
+            x, y, w, h = sample["bbox"]
+            ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="white", linestyle="--", linewidth=1))
+        points, shown = np.asarray(sample["keypoints"]), np.asarray(sample["scores"]) >= threshold
+        for a, b in skeleton:
+            if shown[a - 1] and shown[b - 1]:
+                ax.plot(*points[[a - 1, b - 1]].T, color="white", linewidth=1, alpha=0.7)
+        if sample["truth"] is not None:
+            seen = sample["truth"][:, 2] > 0
+            ax.scatter(*sample["truth"][seen, :2].T, s=60, facecolors="none", edgecolors="white", linewidths=1.2)
+        ax.scatter(*points[shown].T, s=18, c=[colours[i] for i in np.flatnonzero(shown)], zorder=3)
+        ax.set_title(f"{Path(sample['img_path']).name}: {int(shown.sum())} of {len(names)} keypoints scored "
+                     f">= {threshold}", fontsize=8)
+    fig.suptitle("white rings: true keypoints; dots: predicted (colour per keypoint)", fontsize=9)
+    fig.tight_layout()
+    return fig

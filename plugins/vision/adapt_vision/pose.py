@@ -194,6 +194,17 @@ class PoseDetection(OpenMMLabTask):
             draw_predictions(list(drawn.values()), run.task_params.draw_folder, meta["classes"])
         return rows
 
+    def figures(self, run: Any, loaded: LoadedModel, predictions: Any) -> dict[str, Any]:
+        """A few instances of the split: their true keypoints beside the predicted ones."""
+        from adapt_vision.keypoint_metrics import AdaptKeypointMetric
+        from adapt_vision.pictures import keypoints_figure
+
+        metric = next((m for m in getattr(predictions, "metrics", []) if isinstance(m, AdaptKeypointMetric)), None)
+        if metric is None or not metric.samples:
+            return {}
+        return {"samples": keypoints_figure(metric.samples, loaded.meta["keypoints"], loaded.meta["skeleton"],
+                                            run.task_params.keypoint_score_threshold)}
+
     def boxes(self, path: str) -> dict[Any, list[list[float]]]:
         """Instance boxes by image id from a COCO file's annotations (none for other inputs)."""
         import json

@@ -149,8 +149,10 @@ class SemanticSegmentation(OpenMMLabTask):
         return self.pairs(run, split, path)
 
     def shape_config(self, cfg: Any, meta: dict[str, Any], params: Any = None) -> None:
+        before = _first(cfg.model, "num_classes")
         if not set_everywhere(cfg.model, "num_classes", len(meta["classes"])):
             raise DataError("the model config has no num_classes to set (is it an mmseg segmentor config?)")
+        _resize_class_weights(cfg.model, before, len(meta["classes"]))
         if params is not None:
             set_everywhere(cfg.model, "ignore_index", params.ignore_index)  # decode heads and their losses
             if params.image_width > 0 and params.image_height > 0 and cfg.model.get("data_preprocessor"):
@@ -279,3 +281,31 @@ class SemanticSegmentation(OpenMMLabTask):
         return {"per_class_iou": per_class_figure(metric.per_class_iou, "IoU per class", "IoU", "absent"),
                 "samples": masks_figure(metric.samples, list(loaded.meta["classes"]), palette,
                                             run.task_params.ignore_index)}
+
+
+def _first(cfg: Any, key: str) -> Any:
+    """The first value of ``key`` in a nested config (None where it does not occur)."""
+    if isinstance(cfg, dict):
+        if key in cfg:
+            return cfg[key]
+        values = cfg.values()
+    elif isinstance(cfg, list):
+        values = cfg
+    else:
+        return None
+    return next((found for v in values if (found := _first(v, key)) is not None), None)
+
+
+def _resize_class_weights(cfg: Any, before: Any, classes: int) -> None:
+    """Losses' per-class weights written for the config's classes (MaskFormer / Mask2Former: one
+    per class and one for 'no object') resized to ``classes``: the first weight for each class,
+    the extra one kept."""
+    if isinstance(cfg, dict):
+        weights = cfg.get("class_weight")
+        if isinstance(weights, (list, tuple)) and isinstance(before, int) and len(weights) in (before, before + 1):
+            cfg["class_weight"] = [weights[0]] * classes + list(weights[before:])
+        for value in cfg.values():
+            _resize_class_weights(value, before, classes)
+    elif isinstance(cfg, list):
+        for value in cfg:
+            _resize_class_weights(value, before, classes)

@@ -61,6 +61,7 @@ def test_trains_evaluates_saves_reloads_and_predicts(coco: dict[str, str], tmp_p
     for name in ("mean_average_precision", "map_50", "map_75", "mean_average_recall", "mar_50"):
         assert 0.0 <= test[f"test_{name}"] <= 1.0, name
     assert test["test_map_50"] > 0.3, test  # the drawn keypoints are easy: 30 iterations find most at OKS 0.5
+    assert sorted(p.name for p in (out / "pictures").iterdir()) == ["test_samples.png"]  # true and predicted keypoints
     info = json.loads((out / "model" / "adapt.json").read_text())
     assert info["meta"]["keypoints"] == list(draw.KEYPOINTS)
     evaluated = run_adapt("evaluate", str(out), "-d", coco["val"])
