@@ -74,33 +74,21 @@ def test_an_image_uploaded_in_the_browser_comes_back_with_its_predictions(segmen
                                                                          tmp_path: Path) -> None:
     """The Try tab in headless Chromium: choose the segmentor's run, upload an image through the
     image widget, predict: the class shares and the drawn picture show, nothing leaves 127.0.0.1."""
-    from adapt.testing import free_port
     from adapt_ui import testing as ui
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     ui.need_browser()
-    driver = None
-    with ui.served(segmentor["run"].parent, free_port()) as url:
-        try:
-            driver = ui.browser()
-            driver.get(url)
-            wait = WebDriverWait(driver, 120)
-            ui.field(driver, "task")  # the page is built
-            ui.tab(driver, "Try")
-            ui.choose(driver, "try-choice", "segmentor")
-            upload = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#try-image input[type=file]"))
-            upload.send_keys(str(segmentor["image"]))
-            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#try-image img"))  # the upload is shown
-            driver.find_element(By.ID, "try-image-button").click()
-            wait.until(lambda b: '"pixels"' in ui.text(b, "try-prediction") or "failed" in ui.text(b, "try-prediction"))
-            assert '"background"' in ui.text(driver, "try-prediction") or '"red"' in ui.text(driver, "try-prediction")
-            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#try-drawn img"))
-            assert ui.requests_outside(driver) == []
-        except Exception:
-            if driver is not None:
-                driver.save_screenshot(str(tmp_path / "failure.png"))  # kept: the test failed
-            raise
-        finally:
-            if driver is not None:
-                driver.quit()
+    with ui.app_in_browser(segmentor["run"].parent, tmp_path) as driver:
+        wait = WebDriverWait(driver, 120)
+        ui.field(driver, "task")  # the page is built
+        ui.tab(driver, "Try")
+        ui.choose(driver, "try-choice", "segmentor")
+        upload = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#try-image input[type=file]"))
+        upload.send_keys(str(segmentor["image"]))
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#try-image img"))  # the upload is shown
+        driver.find_element(By.ID, "try-image-button").click()
+        wait.until(lambda b: '"pixels"' in ui.text(b, "try-prediction") or "failed" in ui.text(b, "try-prediction"))
+        assert '"background"' in ui.text(driver, "try-prediction") or '"red"' in ui.text(driver, "try-prediction")
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#try-drawn img"))
+        assert ui.requests_outside(driver) == []

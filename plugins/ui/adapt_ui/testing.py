@@ -113,3 +113,20 @@ def tab(driver: Any, label: str) -> None:
 
     next(b for b in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if b.text.strip() == label).click()
     time.sleep(1)
+
+
+@contextlib.contextmanager
+def app_in_browser(runs: Path, screenshots: Path) -> Iterator[Any]:
+    """`adapt ui` on RUNS opened in :func:`browser`; a failing block leaves screenshots/failure.png."""
+    from adapt.testing import free_port
+
+    with served(runs, free_port()) as url:
+        driver = browser()
+        try:
+            driver.get(url)
+            yield driver
+        except Exception:
+            driver.save_screenshot(str(screenshots / "failure.png"))  # kept: the test failed
+            raise
+        finally:
+            driver.quit()

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from adapt.testing import free_port, run_adapt, text_classification_data, tiny_bert
+from adapt.testing import run_adapt, text_classification_data, tiny_bert
 from adapt_ui import jobs
 from adapt_ui import testing as ui
-from adapt_ui.testing import QUIET, browser, need_browser, requests_outside, served
+from adapt_ui.testing import QUIET, need_browser, requests_outside
 
 
 @pytest.fixture(scope="module")
@@ -101,69 +101,58 @@ def test_the_app_in_a_browser_trains_shows_compares_and_predicts(tmp_path: Path,
                       "--train", tiny["train"], "--test", tiny["test"], "--output", str(runs / "cli-ssf"),
                       "--set", "training.num_train_epochs=1", env=QUIET)
     assert other.returncode == 0, other.stderr
-    driver = None
-    with served(runs, free_port()) as url:
-        try:
-            driver = browser()
-            driver.get(url)
-            wait = WebDriverWait(driver, 60)
+    with ui.app_in_browser(runs, tmp_path) as driver:
+        wait = WebDriverWait(driver, 60)
 
-            field, text, choose, tab = (functools.partial(f, driver) for f in (ui.field, ui.text, ui.choose, ui.tab))
+        field, text, choose, tab = (functools.partial(f, driver) for f in (ui.field, ui.text, ui.choose, ui.tab))
 
-            choose("task", "text_classification")
-            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#field-task-params-text-column input"))
-            for element_id, value in (("model", tiny["model"]), ("train-data", tiny["train"]),
-                                      ("validation-data", tiny["validation"]), ("test-data", tiny["test"]),
-                                      ("run-name", "ui-run"), ("field-method-params-r", "4"),
-                                      ("extra", "training.num_train_epochs=2\ntraining.logging_steps=2")):
-                field(element_id).send_keys(value)
-            driver.find_element(By.ID, "plan-button").click()
-            wait.until(lambda b: "trainable_parameters" in text("plan"))
-            assert '"method": "lora"' in text("plan")
+        choose("task", "text_classification")
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#field-task-params-text-column input"))
+        for element_id, value in (("model", tiny["model"]), ("train-data", tiny["train"]),
+                                  ("validation-data", tiny["validation"]), ("test-data", tiny["test"]),
+                                  ("run-name", "ui-run"), ("field-method-params-r", "4"),
+                                  ("extra", "training.num_train_epochs=2\ntraining.logging_steps=2")):
+            field(element_id).send_keys(value)
+        driver.find_element(By.ID, "plan-button").click()
+        wait.until(lambda b: "trainable_parameters" in text("plan"))
+        assert '"method": "lora"' in text("plan")
 
-            driver.find_element(By.ID, "start-button").click()
-            WebDriverWait(driver, 240).until(lambda b: any(s in field("status").get_attribute("value")
-                                                            for s in ("finished", "failed")))
-            assert field("status").get_attribute("value") == "ui-run: finished", field("log").get_attribute("value")
-            assert "test_accuracy" in field("log").get_attribute("value")
-            config = (runs / "ui-run" / "config.yaml").read_text()
-            assert "r: 4" in config and "num_train_epochs: 2" in config
-            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#curves img"))
+        driver.find_element(By.ID, "start-button").click()
+        WebDriverWait(driver, 240).until(lambda b: any(s in field("status").get_attribute("value")
+                                                        for s in ("finished", "failed")))
+        assert field("status").get_attribute("value") == "ui-run: finished", field("log").get_attribute("value")
+        assert "test_accuracy" in field("log").get_attribute("value")
+        config = (runs / "ui-run" / "config.yaml").read_text()
+        assert "r: 4" in config and "num_train_epochs: 2" in config
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#curves img"))
 
-            tab("Runs")
-            choose("run-choice", "ui-run")
-            wait.until(lambda b: "test_accuracy" in text("run-metrics"))
-            wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#run-pictures img")) >= 2)  # curves, confusion matrix
-            assert "cli-ssf" in text("runs-table") and "finished" in text("runs-table")
-            driver.find_element(By.CSS_SELECTOR, "#tracked button").click()  # open the accordion
-            wait.until(lambda b: "install adapt-mlflow" in b.find_element(By.ID, "tracked-note").text)
+        tab("Runs")
+        choose("run-choice", "ui-run")
+        wait.until(lambda b: "test_accuracy" in text("run-metrics"))
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#run-pictures img")) >= 2)  # curves, confusion matrix
+        assert "cli-ssf" in text("runs-table") and "finished" in text("runs-table")
+        driver.find_element(By.CSS_SELECTOR, "#tracked button").click()  # open the accordion
+        wait.until(lambda b: "install adapt-mlflow" in b.find_element(By.ID, "tracked-note").text)
 
-            tab("Compare")
-            box = field("compare-choice")
-            for name in ("ui-run", "cli-ssf"):
-                box.click()
-                box.send_keys(name)
-                time.sleep(0.3)
-                box.send_keys(Keys.ENTER)
-                time.sleep(0.3)
-            box.send_keys(Keys.ESCAPE)
-            time.sleep(0.5)
-            driver.find_element(By.ID, "compare-button").click()
-            wait.until(lambda b: "best test_accuracy" in text("comparison"))
-            assert "lora" in text("comparison") and "ssf" in text("comparison")
+        tab("Compare")
+        box = field("compare-choice")
+        for name in ("ui-run", "cli-ssf"):
+            box.click()
+            box.send_keys(name)
+            time.sleep(0.3)
+            box.send_keys(Keys.ENTER)
+            time.sleep(0.3)
+        box.send_keys(Keys.ESCAPE)
+        time.sleep(0.5)
+        driver.find_element(By.ID, "compare-button").click()
+        wait.until(lambda b: "best test_accuracy" in text("comparison"))
+        assert "lora" in text("comparison") and "ssf" in text("comparison")
 
-            tab("Try")
-            choose("try-choice", "ui-run")
-            field("try-text").send_keys("the match went to extra time")
-            driver.find_element(By.ID, "try-text-button").click()
-            wait.until(lambda b: '"label"' in text("try-prediction") or "failed" in text("try-prediction"))
-            assert '"scores"' in text("try-prediction"), text("try-prediction")
+        tab("Try")
+        choose("try-choice", "ui-run")
+        field("try-text").send_keys("the match went to extra time")
+        driver.find_element(By.ID, "try-text-button").click()
+        wait.until(lambda b: '"label"' in text("try-prediction") or "failed" in text("try-prediction"))
+        assert '"scores"' in text("try-prediction"), text("try-prediction")
 
-            assert requests_outside(driver) == []
-        except Exception:
-            if driver is not None:
-                driver.save_screenshot(str(tmp_path / "failure.png"))  # kept: the test failed
-            raise
-        finally:
-            if driver is not None:
-                driver.quit()
+        assert requests_outside(driver) == []
